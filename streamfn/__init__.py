@@ -1,0 +1,41 @@
+"""streamfn: AWS Lambda's invocation model on asyncio workers you run yourself."""
+
+from .app import App
+from .config import FunctionConfig, MappingConfig
+from .context import Context
+from .destinations import CallbackDestination, Destination, FileDestination, FunctionDestination
+from .errors import (
+    ConfigError,
+    DestinationError,
+    FunctionNotFound,
+    InvocationError,
+    SourceError,
+    StreamfnError,
+    TooManyRequests,
+)
+from .record import Batch, BatchResult, Record
+from .source import Source
+
+__all__ = [
+    "App",
+    "Batch",
+    "BatchResult",
+    "CallbackDestination",
+    "ConfigError",
+    "Context",
+    "Destination",
+    "DestinationError",
+    "FileDestination",
+    "FunctionConfig",
+    "FunctionDestination",
+    "FunctionNotFound",
+    "InvocationError",
+    "MappingConfig",
+    "Record",
+    "Source",
+    "SourceError",
+    "StreamfnError",
+    "TooManyRequests",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,101 @@
+"""Where records wait for an invocation: a lane releases a batch when batch_size is reached,
+the batching window elapses (counted from the first buffered record) or the next record would
+take the payload past its cap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from operator import attrgetter
+
+from .checkpoint import Chunk, Indexes
+from .record import Record
+
+_size = attrgetter("size")
+
+Portion = tuple[Chunk, Indexes]
+
+
+def _split(indexes: Indexes, n: int) -> tuple[Indexes, Indexes]:
+    if isinstance(indexes, tuple):
+        start, stop = indexes
+        return (start, start + n), (start + n, stop)
+    return indexes[:n], indexes[n:]
+
+
+class Lane:
+    """The buffer of one concurrent batch stream inside a partition (one per parallelization
+    slot). A piece is the records of one fetched chunk routed to this lane, in partition order,
+    with their indexes in the chunk."""
+
+    __slots__ = ("_limit", "_pieces", "_ready", "_size", "_window", "buffered", "busy")
+
+    def __init__(self, batch_size: int, window: float, payload_limit: int) -> None:
+        self._size = batch_size
+        self._window = window
+        self._limit = payload_limit
+        self._pieces: deque[tuple[Chunk, list[Record], Indexes]] = deque()
+        self._ready = asyncio.Event()
+        self.buffered = 0
+        self.busy = False
+
+    def put(self, chunk: Chunk, records: list[Record], indexes: Indexes) -> None:
+        self._pieces.append((chunk, records, indexes))
+        self.buffered += len(records)
+        self._ready.set()
+
+    async def next_batch(self) -> tuple[list[Record], list[Portion]]:
+        """The next batch and the chunk portions it covers. A lone record over the payload cap
+        comes back alone, for the caller to reject."""
+        pieces = self._pieces
+        while not pieces:
+            self._ready.clear()
+            await self._ready.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._window
+        out: list[Record] = []
+        portions: list[Portion] = []
+        budget = self._limit
+        while True:
+            full = False
+            while pieces and len(out) < self._size:
+                chunk, records, indexes = pieces[0]
+                take = records[: self._size - len(out)]
+                size = sum(map(_size, take))
+                if size > budget:  # cut at the record that would cross the cap
+                    n = 0
+                    for rec in take:
+                        if rec.size > budget:
+                            break
+                        budget -= rec.size
+                        n += 1
+                    if n == 0 and not out:
+                        n = 1  # oversized on its own; rejected by the caller
+                    take = take[:n]
+                    full = True
+                else:
+                    budget -= size
+                if take:
+                    out.extend(take)
+                    if len(take) == len(records):
+                        pieces.popleft()
+                        portions.append((chunk, indexes))
+                    else:
+                        taken, rest = _split(indexes, len(take))
+                        pieces[0] = (chunk, records[len(take) :], rest)
+                        portions.append((chunk, taken))
+                if full:
+                    break
+            if full or len(out) >= self._size:
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._ready.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._ready.wait()
+            except TimeoutError:
+                break
+        self.buffered -= len(out)
+        return out, portions

@@ -1,0 +1,209 @@
+"""``streamfn`` command line: ``run`` a worker, ``bench`` the engine."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import logs
+from .app import App
+from .errors import ConfigError, StreamfnError
+from .runtime import run_loop
+
+log = logging.getLogger("streamfn.cli")
+
+EXIT_USAGE = 2
+
+#: bench scenario -> (module with add_arguments(parser) and main(args) -> int, help)
+BENCH_SCENARIOS = {
+    "engine": (
+        "streamfn.bench",
+        "push in-memory records through the engine with a no-op batch handler",
+    ),
+    "kafka": (
+        "connectors.kafka_bench",
+        "drain a Kafka topic with streamfn and with a raw aiokafka loop, side by side",
+    ),
+}
+
+
+class TargetError(StreamfnError):
+    """The ``module:attribute`` given to ``streamfn run`` does not lead to an App."""
+
+
+def load_app(target: str) -> App:
+    """Import ``package.module:app`` or ``path/to/file.py:app`` and return the App."""
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise TargetError(
+            f"target {target!r} must be 'package.module:app' or 'path/to/file.py:app'"
+        )
+    try:
+        if module_name.endswith(".py") or os.sep in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise TargetError(f"no such file: {path}")
+            sys.path.insert(0, str(path.resolve().parent))
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid configuration in {module_name}: {exc}") from exc
+    except ImportError as exc:
+        raise TargetError(f"cannot import {module_name!r}: {exc}") from exc
+    except SyntaxError as exc:
+        raise TargetError(f"syntax error in {module_name!r}: {exc}") from exc
+    app = getattr(module, attr, None)
+    if app is None:
+        raise TargetError(f"{module_name!r} has no attribute {attr!r}")
+    if not isinstance(app, App):
+        raise TargetError(f"{target!r} is a {type(app).__name__}, not a streamfn.App")
+    return app
+
+
+def _http_server(host: str, port: int) -> Callable[..., Any]:
+    try:
+        http = importlib.import_module("connectors.http")
+    except ImportError as exc:
+        raise ConfigError(
+            f"the HTTP adapter needs the 'http' extra (pip install 'streamfn[http]'), "
+            f"or pass --no-http: {exc}"
+        ) from exc
+    return functools.partial(http.serve, host=host, port=port)
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
+    return port
+
+
+def _positive(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamfn", description="Lambda's invocation model on workers you own."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an app's mappings and its Invoke API")
+    run.add_argument("target", help="package.module:app or path/to/file.py:app")
+    run.add_argument(
+        "--host",
+        default=os.environ.get("STREAMFN_HOST", "127.0.0.1"),
+        help="HTTP bind address (default 127.0.0.1, env STREAMFN_HOST)",
+    )
+    run.add_argument(
+        "--port",
+        type=_port,
+        default=os.environ.get("STREAMFN_PORT", "9000"),
+        help="HTTP port (default 9000, env STREAMFN_PORT)",
+    )
+    run.add_argument("--no-http", action="store_true", help="do not serve the Invoke API")
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("STREAMFN_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    run.add_argument(
+        "--shutdown-timeout",
+        type=_positive,
+        default=None,
+        help="seconds in-flight batches may take to finish on SIGTERM/SIGINT "
+        "(overrides each mapping's shutdown_timeout)",
+    )
+    bench = sub.add_parser("bench", help="measure throughput (see each scenario's --help)")
+    scenarios = bench.add_subparsers(dest="scenario", required=True)
+    for name, (module_name, help_text) in BENCH_SCENARIOS.items():
+        scenario = scenarios.add_parser(name, help=help_text)
+        scenario.set_defaults(bench_module=module_name)
+        scenario.add_argument("--json", action="store_true", help="print results as JSON")
+        try:
+            importlib.import_module(module_name).add_arguments(scenario)
+        except ImportError as exc:
+            scenario.set_defaults(bench_missing=str(exc))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(getattr(args, "log_level", "info"))
+    try:
+        if args.command == "run":
+            return _run(args)
+        return _bench(args)
+    except (ConfigError, TargetError) as exc:
+        print(f"streamfn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _bench(args: argparse.Namespace) -> int:
+    missing = getattr(args, "bench_missing", None)
+    if missing is not None:
+        raise ConfigError(f"bench {args.scenario} needs its extra installed: {missing}")
+    logging.getLogger().setLevel(logging.WARNING)
+    result: int = importlib.import_module(args.bench_module).main(args)
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    app = load_app(args.target)
+    if args.shutdown_timeout is not None:
+        for mapping in app.mappings:
+            mapping.config = dataclasses.replace(
+                mapping.config, shutdown_timeout=args.shutdown_timeout
+            )
+    servers = [] if args.no_http else [_http_server(args.host, args.port)]
+    log.info(
+        "starting",
+        extra={
+            "app": app.name,
+            "functions": sorted(app.functions),
+            "mappings": [m.describe() for m in app.mappings],
+        },
+    )
+    try:
+        run_loop(app.serve(*servers))
+    except BaseExceptionGroup as group:
+        config, _ = group.split(ConfigError)
+        if config is not None:
+            raise _first(config) from None
+        source, _ = group.split(StreamfnError)
+        if source is None:
+            raise
+        log.error("stopped on error", extra={"app": app.name, "error": str(_first(source))})
+        return 1
+    log.info("stopped", extra={"app": app.name})
+    return 0
+
+
+def _first(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The first leaf exception of a (nested) exception group, for a one-line message."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""Typed, validated settings of functions and event source mappings.
+
+Names are Lambda's CreateFunction / CreateEventSourceMapping fields in snake_case; every value is
+checked once, at construction, with a message naming the field, the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
+DEFAULT_PAYLOAD_LIMIT = 6 * 1024 * 1024  # bytes; AWS's invoke payload cap (6,291,456)
+
+EventFormat = Literal["native", "lambda"]
+StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError.out_of_range(name, value, f"an integer from {low} to {high}")
+
+
+def _check_number(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError.out_of_range(name, value, f"a number from {low:g} to {high:g}")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionConfig:
+    """A function's settings (CreateFunction's Timeout, MemorySize, reserved concurrency)."""
+
+    name: str
+    timeout: float = 3.0
+    memory_size: int = 128
+    reserved_concurrency: int | None = None
+    version: str = "$LATEST"
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+
+    def __post_init__(self) -> None:
+        if (
+            not self.name
+            or len(self.name) > 64
+            or not all(c.isalnum() or c in "-_" for c in self.name)
+        ):
+            raise ConfigError.out_of_range(
+                "name", self.name, "1-64 characters of letters, digits, '-' and '_'"
+            )
+        _check_number("timeout", self.timeout, 0.001, 900)
+        _check_int("memory_size", self.memory_size, 128, 10240)
+        if self.reserved_concurrency is not None:
+            _check_int("reserved_concurrency", self.reserved_concurrency, 0, 1_000_000)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class MappingConfig:
+    """An event source mapping's settings. ``None`` means "the source's default"."""
+
+    batch_size: int | None = None
+    maximum_batching_window: float | None = None
+    parallelization_factor: int = 1
+    bisect_batch_on_function_error: bool = False
+    maximum_retry_attempts: int = -1
+    maximum_record_age: int = -1
+    function_response_types: tuple[str, ...] = ()
+    filter_criteria: Any = None
+    tumbling_window: int = 0
+    maximum_concurrency: int | None = None
+    starting_position: StartingPosition | None = None
+    starting_position_timestamp: float | None = None
+    event_format: EventFormat = "native"
+    enabled: bool = True
+    payload_limit: int = DEFAULT_PAYLOAD_LIMIT
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 60.0
+    shutdown_timeout: float = 30.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.batch_size is not None:
+            _check_int("batch_size", self.batch_size, 1, 10_000)
+        if self.maximum_batching_window is not None:
+            _check_number("maximum_batching_window", self.maximum_batching_window, 0, 300)
+        _check_int("parallelization_factor", self.parallelization_factor, 1, 10)
+        _check_int("maximum_retry_attempts", self.maximum_retry_attempts, -1, 10_000)
+        if self.maximum_record_age != -1:
+            _check_int("maximum_record_age", self.maximum_record_age, 60, 604_800)
+        bad = set(self.function_response_types) - {REPORT_BATCH_ITEM_FAILURES}
+        if bad or len(self.function_response_types) > 1:
+            raise ConfigError.out_of_range(
+                "function_response_types",
+                list(self.function_response_types),
+                f'empty or ["{REPORT_BATCH_ITEM_FAILURES}"]',
+            )
+        _check_int("tumbling_window", self.tumbling_window, 0, 900)
+        if self.maximum_concurrency is not None:
+            _check_int("maximum_concurrency", self.maximum_concurrency, 2, 1000)
+        if self.starting_position not in (None, "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
+            raise ConfigError.out_of_range(
+                "starting_position", self.starting_position, "TRIM_HORIZON, LATEST or AT_TIMESTAMP"
+            )
+        if self.starting_position == "AT_TIMESTAMP" and self.starting_position_timestamp is None:
+            raise ConfigError(
+                "starting_position='AT_TIMESTAMP' needs starting_position_timestamp (Unix seconds)"
+            )
+        if self.event_format not in ("native", "lambda"):
+            raise ConfigError.out_of_range(
+                "event_format", self.event_format, "'native' or 'lambda'"
+            )
+        _check_int("payload_limit", self.payload_limit, 1, 1 << 40)
+        _check_number("retry_base_delay", self.retry_base_delay, 0.0, 3600)
+        _check_number("retry_max_delay", self.retry_max_delay, self.retry_base_delay, 86_400)
+        _check_number("shutdown_timeout", self.shutdown_timeout, 0, 3600)
+
+    @property
+    def report_batch_item_failures(self) -> bool:
+        return REPORT_BATCH_ITEM_FAILURES in self.function_response_types
+
+    def resolved(self, batch_size: int, maximum_batching_window: float) -> MappingConfig:
+        """This config with the source's defaults filled in."""
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size if self.batch_size is not None else batch_size,
+            maximum_batching_window=(
+                self.maximum_batching_window
+                if self.maximum_batching_window is not None
+                else maximum_batching_window
+            ),
+        )
+
+    @classmethod
+    def from_aws(cls, data: Mapping[str, Any]) -> MappingConfig:
+        """Build from a CreateEventSourceMapping-shaped dict (CamelCase), e.g. copied from AWS."""
+        unknown = set(data) - set(_AWS_FIELDS) - _AWS_IGNORED
+        if unknown:
+            raise ConfigError(
+                f"unknown event source mapping field(s): {', '.join(sorted(unknown))}"
+            )
+        kwargs: dict[str, Any] = {}
+        for aws_name, value in data.items():
+            if aws_name in _AWS_IGNORED:
+                continue
+            name = _AWS_FIELDS[aws_name]
+            if aws_name == "ScalingConfig":
+                value = value.get("MaximumConcurrency") if isinstance(value, Mapping) else None
+            elif aws_name == "FunctionResponseTypes":
+                value = tuple(value or ())
+            elif aws_name == "StartingPositionTimestamp" and hasattr(value, "timestamp"):
+                value = value.timestamp()
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+_AWS_FIELDS: dict[str, str] = {
+    "BatchSize": "batch_size",
+    "MaximumBatchingWindowInSeconds": "maximum_batching_window",
+    "ParallelizationFactor": "parallelization_factor",
+    "BisectBatchOnFunctionError": "bisect_batch_on_function_error",
+    "MaximumRetryAttempts": "maximum_retry_attempts",
+    "MaximumRecordAgeInSeconds": "maximum_record_age",
+    "FunctionResponseTypes": "function_response_types",
+    "FilterCriteria": "filter_criteria",
+    "TumblingWindowInSeconds": "tumbling_window",
+    "ScalingConfig": "maximum_concurrency",
+    "StartingPosition": "starting_position",
+    "StartingPositionTimestamp": "starting_position_timestamp",
+    "Enabled": "enabled",
+}
+# Fields that name the source or the target; streamfn takes those from the Source and the decorator.
+_AWS_IGNORED = {
+    "EventSourceArn",
+    "FunctionName",
+    "Topics",
+    "Queues",
+    "DestinationConfig",
+    "SelfManagedEventSource",
+    "SourceAccessConfigurations",
+    "AmazonManagedKafkaEventSourceConfig",
+    "SelfManagedKafkaEventSourceConfig",
+    "Tags",
+    "KMSKeyArn",
+    "MetricsConfig",
+    "ProvisionedPollerConfig",
+}
+
+
+def as_tuple(value: Sequence[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)

@@ -1,0 +1,151 @@
+"""Where records go when an invocation's outcome is final: the Destination protocol, the core
+destinations (file, another function) and Lambda's on-failure record format."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import orjson
+
+from .errors import ConfigError, DestinationError
+
+if TYPE_CHECKING:
+    from .app import App
+
+
+@runtime_checkable
+class Destination(Protocol):
+    """Receives Lambda-format records (on-failure records, async invocation records).
+
+    ``send`` returns only once the record is stored; raising means it was not, and the caller
+    retries, so a destination never loses a record silently."""
+
+    #: Whether the record should carry the original event under "payload" (AWS: only S3 does).
+    include_payload: bool
+
+    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+def iso_timestamp(epoch: float | None = None) -> str:
+    """ISO-8601 UTC with milliseconds, as Lambda writes ``timestamp`` fields."""
+    t = time.time() if epoch is None else epoch
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+def failure_record(
+    *,
+    request_id: str,
+    function_arn: str,
+    condition: str,
+    invoke_count: int,
+    batch_info: tuple[str, dict[str, Any]],
+    function_error: str | None = "Unhandled",
+    payload: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Lambda's on-failure record for an event source mapping (streams and Kafka)."""
+    record: dict[str, Any] = {
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+        "responseContext": (
+            None
+            if condition == "MaximumPayloadSizeExceeded"
+            else {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": function_error,
+            }
+        ),
+        "version": "1.0",
+        "timestamp": iso_timestamp(),
+        batch_info[0]: batch_info[1],
+    }
+    if record["responseContext"] is not None and function_error is None:
+        del record["responseContext"]["functionError"]
+    if payload is not None:
+        record["payload"] = orjson.dumps(payload).decode()
+    return record
+
+
+class FileDestination:
+    """Appends each record as one JSON line to a file and fsyncs it before returning."""
+
+    def __init__(self, path: str | os.PathLike[str], *, include_payload: bool = True) -> None:
+        self.path = Path(path)
+        self.include_payload = include_payload
+        self._lock = asyncio.Lock()
+
+    def describe(self) -> str:
+        return f"file://{self.path}"
+
+    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
+        line = orjson.dumps(record) + b"\n"
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._append, line)
+            except OSError as exc:
+                raise DestinationError(f"cannot write to {self.path}: {exc}") from exc
+
+    def _append(self, line: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class FunctionDestination:
+    """Invokes another function of the same app with the record as its event."""
+
+    include_payload = False
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        self._app: App | None = None
+
+    def describe(self) -> str:
+        return f"function:{self.function_name}"
+
+    def bind(self, app: App) -> None:
+        if self.function_name not in app.functions:
+            raise ConfigError(f"destination function {self.function_name!r} is not registered")
+        self._app = app
+
+    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
+        if self._app is None:
+            raise DestinationError(f"{self.describe()} is not bound to an app")
+        result = await self._app.functions[self.function_name].invoke(dict(record))
+        if result.error is not None:
+            raise DestinationError(
+                f"destination function {self.function_name!r} failed: "
+                f"{result.error['errorMessage']}"
+            )
+
+
+class CallbackDestination:
+    """Hands each record to an async callable; for embedding and tests."""
+
+    def __init__(
+        self,
+        callback: Callable[[Mapping[str, Any]], Awaitable[None]],
+        *,
+        include_payload: bool = False,
+    ) -> None:
+        self.callback = callback
+        self.include_payload = include_payload
+
+    def describe(self) -> str:
+        return f"callback:{getattr(self.callback, '__qualname__', self.callback)!s}"
+
+    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
+        await self.callback(record)

@@ -1,0 +1,187 @@
+"""One partition's pipeline: a poller task fetches records, routes them to lanes (by key when
+parallelization_factor > 1), lanes settle batches through the outcome policy, and a committer
+writes the checkpoint back to the source, coalescing commits while one is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+from zlib import crc32
+
+from .backoff import retry_delay
+from .batcher import Lane
+from .checkpoint import Checkpoint, Chunk, Indexes
+from .errors import SourceError
+from .outcome import Abandoned
+from .record import Record
+
+if TYPE_CHECKING:
+    from .mapping import Mapping
+
+log = logging.getLogger("streamfn.poller")
+
+FETCH_WAIT = 0.5  # seconds a fetch may wait for new records before the poller loops
+
+
+class PartitionRunner:
+    """Polls, batches, settles and commits one partition until stopped."""
+
+    def __init__(self, mapping: Mapping, partition: str) -> None:
+        cfg = mapping.config
+        assert cfg.batch_size is not None and cfg.maximum_batching_window is not None
+        self.mapping = mapping
+        self.partition = partition
+        self.lanes = [
+            Lane(cfg.batch_size, cfg.maximum_batching_window, cfg.payload_limit)
+            for _ in range(cfg.parallelization_factor)
+        ]
+        self.checkpoint = Checkpoint()
+        self.committed: Record | None = None
+        self.inflight = 0
+        self.max_inflight = cfg.batch_size * (cfg.parallelization_factor + 1)
+        self._room = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._lane_tasks: list[asyncio.Task[None]] = []
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._poller = tg.create_task(self._poll())
+            self._committer = tg.create_task(self._commit_loop())
+            self._lane_tasks = [tg.create_task(self._drive(lane)) for lane in self.lanes]
+
+    async def stop(self, timeout: float) -> None:
+        """Stop polling, let busy lanes finish their batch within ``timeout`` (then abandon
+        them), and commit what is settled."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.cancel()
+        busy = []
+        for lane, task in zip(self.lanes, self._lane_tasks, strict=True):
+            if lane.busy:
+                busy.append(task)
+            else:
+                task.cancel()
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=timeout)
+            for task in late:
+                task.cancel()
+        if self._committer is not None:
+            self._committer.cancel()
+        tasks = [t for t in (self._poller, self._committer, *self._lane_tasks) if t is not None]
+        await asyncio.wait(tasks)
+        try:
+            await self._commit_once()
+        except Exception as exc:  # the next owner replays from the last commit: at-least-once
+            log.error(
+                "final commit failed",
+                extra={"partition": self.partition, "error": repr(exc)},
+            )
+
+    async def _poll(self) -> None:
+        mapping = self.mapping
+        source = mapping.source
+        matches = mapping.filter.matches if mapping.filter is not None else None
+        view = source.filter_view
+        checkpoint = self.checkpoint
+        failures = 0
+        while True:
+            while self.inflight >= self.max_inflight:
+                self._room.clear()
+                await self._room.wait()
+            try:
+                records = await source.fetch(
+                    self.partition, self.max_inflight - self.inflight, FETCH_WAIT
+                )
+                failures = 0
+            except SourceError:
+                raise
+            except Exception as exc:  # a transient fetch error: back off, keep the partition
+                log.warning(
+                    "fetch failed; retrying",
+                    extra={"partition": self.partition, "error": repr(exc)},
+                )
+                await asyncio.sleep(retry_delay(failures, 0.1, 10.0))
+                failures += 1
+                continue
+            if not records:
+                continue
+            if matches is None:
+                chunk = checkpoint.add(records)
+                self._route(chunk, list(records), (0, len(records)))
+                continue
+            keep: list[int] = []
+            skipped: list[int] = []
+            for i, rec in enumerate(records):
+                (keep if matches(view(rec)) else skipped).append(i)
+            chunk = checkpoint.add(records, skipped)
+            if keep:
+                self._route(chunk, [records[i] for i in keep], keep)
+            elif checkpoint.advance():
+                self._dirty.set()
+
+    def _route(self, chunk: Chunk, records: list[Record], indexes: Indexes) -> None:
+        """Hand records to lanes: all to one lane, or by key so one key stays in one lane."""
+        self.inflight += len(records)
+        lanes = self.lanes
+        if len(lanes) == 1:
+            lanes[0].put(chunk, records, indexes)
+            return
+        n = len(lanes)
+        index_list = list(range(*indexes)) if isinstance(indexes, tuple) else indexes
+        routed: list[tuple[list[Record], list[int]]] = [([], []) for _ in range(n)]
+        for rec, i in zip(records, index_list, strict=True):
+            key = rec.key
+            recs, idxs = routed[(crc32(key) if key is not None else rec.offset) % n]
+            recs.append(rec)
+            idxs.append(i)
+        for lane, (recs, idxs) in zip(lanes, routed, strict=True):
+            if recs:
+                lane.put(chunk, recs, idxs)
+
+    async def _drive(self, lane: Lane) -> None:
+        outcome = self.mapping.outcome
+        limit = self.mapping.config.payload_limit
+        stop = self._stop
+        while not stop.is_set():
+            lane.busy = False
+            records, portions = await lane.next_batch()
+            lane.busy = True
+            try:
+                if len(records) == 1 and records[0].size > limit:
+                    await outcome.reject_oversized(self.partition, records[0], stop)
+                else:
+                    await outcome.settle(self.partition, records, stop)
+            except Abandoned:
+                return
+            self.inflight -= len(records)
+            self._room.set()
+            if self.checkpoint.settle(portions):
+                self._dirty.set()
+        lane.busy = False
+
+    async def _commit_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._commit_once()
+                failures = 0
+            except Exception as exc:
+                log.warning(
+                    "commit failed; retrying",
+                    extra={"partition": self.partition, "error": repr(exc)},
+                )
+                self._dirty.set()
+                await asyncio.sleep(retry_delay(failures, 0.1, 10.0))
+                failures += 1
+
+    async def _commit_once(self) -> None:
+        position = self.checkpoint.position
+        if position is not None and position is not self.committed:
+            await self.mapping.source.commit(self.partition, position)
+            self.committed = position

@@ -1,0 +1,65 @@
+"""The contract between the engine and an event source (Kafka, Kinesis, DynamoDB Streams, SQS...).
+
+A source owns the connection and the partition assignment; the engine owns batching, invocation,
+outcomes and the order of checkpoints. Data flows one way: the source's ``fetch`` feeds a poller
+per partition, the engine settles each batch and calls ``commit`` with the last record that has
+either succeeded or been handed to the on-failure destination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from .config import MappingConfig
+from .record import Record
+
+
+class AssignmentListener(Protocol):
+    """Implemented by the engine; a source calls it as partitions come and go."""
+
+    async def assigned(self, partitions: Collection[str]) -> None:
+        """Start polling these partitions."""
+
+    async def revoked(self, partitions: Collection[str]) -> None:
+        """Stop these partitions: returns once their in-flight work is finished or abandoned and
+        their progress committed, so the source may hand them over afterwards."""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """An ordered, partitioned source of records (a stream)."""
+
+    #: "kafka", "kinesis", "dynamodb", "sqs" or "memory": selects AWS rules that differ by source.
+    kind: str
+    default_batch_size: int
+    default_batching_window: float
+
+    def describe(self) -> str:
+        """A short human description for logs, e.g. ``kafka://127.0.0.1:9092/orders``."""
+
+    async def run(self, config: MappingConfig, listener: AssignmentListener) -> None:
+        """Connect, announce partitions through ``listener`` and keep the assignment up to date
+        until cancelled. Raise :class:`~streamfn.errors.SourceError` for a fatal problem."""
+
+    async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:
+        """Up to ``max_records`` next records of ``partition`` in order; waits at most
+        ``timeout`` seconds and returns an empty sequence when there is nothing new."""
+
+    async def commit(self, partition: str, record: Record) -> None:
+        """Durably record that ``record`` and everything before it in ``partition`` is done."""
+
+    def item_identifier(self, record: Record) -> Any:
+        """The ``itemIdentifier`` a Lambda handler reports for ``record``."""
+
+    def identify(self, partition: str, item_identifier: Any) -> int:
+        """The offset named by a reported ``itemIdentifier``; ``ValueError`` when it is invalid."""
+
+    def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
+        """The exact AWS event for these records (``event_format="lambda"``)."""
+
+    def batch_info(self, partition: str, records: Sequence[Record]) -> tuple[str, dict[str, Any]]:
+        """The on-failure record's batch section, e.g. ``("KinesisBatchInfo", {...})``."""
+
+    def filter_view(self, record: Record) -> dict[str, Any]:
+        """The record as filter_criteria patterns see it (AWS's per-source data key)."""

@@ -1,0 +1,348 @@
+"""Stream outcome policy: retries with backoff, retry quota, record age, bisect, partial batch
+responses, on-failure records and the checkpoint contract."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytest
+
+from streamfn import App, Batch, BatchResult, Context
+from streamfn.backoff import retry_delay
+from streamfn.testing import MemoryDestination, MemorySource
+
+from .helpers import FAST_RETRY, wait_until
+
+
+async def test_failing_batch_is_retried_until_success() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"a", b"b"])
+    calls = 0
+    app = App()
+
+    @app.consume(source, **FAST_RETRY)
+    async def flaky(batch: Batch, context: Context) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 4:
+            raise RuntimeError("not yet")
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert calls == 4
+
+
+async def test_retrying_partition_blocks_only_itself() -> None:
+    source = MemorySource(["bad", "good"])
+    source.append("bad", b"poison")
+    source.extend("good", [b"x"] * 500)
+    good = 0
+    app = App()
+
+    @app.consume(source, batch_size=10, **FAST_RETRY)
+    async def handler(batch: Batch, context: Context) -> None:
+        nonlocal good
+        if batch.partition == "bad":
+            raise RuntimeError("poison")
+        good += len(batch)
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("good") == 500)
+        assert "bad" not in source.committed  # still retrying, never passed
+    assert good == 500
+
+
+async def test_retry_attempts_exhausted_sends_failure_record_and_moves_on() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"poison"])
+    dest = MemoryDestination()
+    calls = 0
+    app = App(region="eu-west-1", account_id="123456789012")
+
+    @app.consume(source, maximum_retry_attempts=2, on_failure=dest, **FAST_RETRY)
+    async def handler(batch: Batch, context: Context) -> None:
+        nonlocal calls
+        calls += 1
+        if batch[0].value == b"poison":
+            raise RuntimeError("bad record")
+
+    async with app.running():
+        [record] = await dest.wait_for(1)
+        source.append("p0", b"next")
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert calls == 3 + 1  # first attempt, two retries, then the next record
+    assert record["version"] == "1.0"
+    assert record["timestamp"].endswith("Z")
+    ctx = record["requestContext"]
+    assert ctx["condition"] == "RetryAttemptsExhausted"
+    assert ctx["approximateInvokeCount"] == 3
+    assert ctx["functionArn"] == "arn:aws:lambda:eu-west-1:123456789012:function:handler"
+    assert record["responseContext"] == {
+        "statusCode": 200,
+        "executedVersion": "$LATEST",
+        "functionError": "Unhandled",
+    }
+    info = record["MemoryBatchInfo"]
+    assert info["batchSize"] == 1
+    assert info["startSequenceNumber"] == info["endSequenceNumber"] == "0"
+    assert "payload" not in record
+
+
+async def test_failure_record_carries_payload_when_destination_asks() -> None:
+    source = MemorySource()
+    source.append("p0", b"poison")
+    dest = MemoryDestination(include_payload=True)
+    app = App()
+
+    @app.consume(source, maximum_retry_attempts=0, on_failure=dest)
+    async def handler(batch: Batch, context: Context) -> None:
+        raise RuntimeError("bad")
+
+    async with app.running():
+        [record] = await dest.wait_for(1)
+    assert '"data":"cG9pc29u"' in record["payload"]
+
+
+async def test_exhaustion_without_destination_discards_and_moves_on() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"poison", b"fine"])
+    seen: list[bytes] = []
+    app = App()
+
+    @app.consume(source, batch_size=1, maximum_retry_attempts=1, **FAST_RETRY)
+    async def handler(batch: Batch, context: Context) -> None:
+        if batch[0].value == b"poison":
+            raise RuntimeError("bad")
+        seen.append(batch[0].value)
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert seen == [b"fine"]
+
+
+async def test_records_older_than_maximum_record_age_skip_the_function() -> None:
+    source = MemorySource()
+    source.append("p0", b"old", timestamp=time.time() - 120)
+    source.append("p0", b"new")
+    dest = MemoryDestination()
+    seen: list[bytes] = []
+    app = App()
+
+    @app.consume(source, maximum_record_age=60, on_failure=dest, maximum_batching_window=0)
+    async def handler(batch: Batch, context: Context) -> None:
+        seen.extend(r.value for r in batch)
+
+    async with app.running():
+        [record] = await dest.wait_for(1)
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert seen == [b"new"]
+    assert record["requestContext"]["condition"] == "RecordAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+
+
+@pytest.mark.parametrize("batch_size", [16, 100])
+async def test_bisect_isolates_poison_record_in_log2_calls(batch_size: int) -> None:
+    source = MemorySource(["p0", "p1"])
+    source.extend("p0", [b"ok"] * batch_size)
+    source.logs["p0"][batch_size // 3].value = b"poison"
+    source.extend("p1", [b"ok"] * 2000)
+    dest = MemoryDestination()
+    poisoned_calls = 0
+    other = 0
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=batch_size,
+        maximum_batching_window=1,
+        bisect_batch_on_function_error=True,
+        maximum_retry_attempts=0,
+        on_failure=dest,
+    )
+    async def handler(batch: Batch, context: Context) -> None:
+        nonlocal poisoned_calls, other
+        if batch.partition == "p1":
+            other += len(batch)
+            return
+        if any(r.value == b"poison" for r in batch):
+            poisoned_calls += 1
+            raise ValueError("poison")
+
+    async with app.running():
+        [record] = await dest.wait_for(1)
+        await wait_until(lambda: source.committed.get("p0") == batch_size)
+        await wait_until(lambda: other == 2000)
+    assert poisoned_calls <= math.ceil(math.log2(batch_size)) + 1
+    info = record["MemoryBatchInfo"]
+    assert info["batchSize"] == 1
+    assert info["startSequenceNumber"] == str(batch_size // 3)
+
+
+async def test_bisect_does_not_consume_retry_quota() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"ok", b"ok", b"ok", b"poison"])
+    dest = MemoryDestination()
+    sizes: list[int] = []
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=4,
+        maximum_batching_window=1,
+        bisect_batch_on_function_error=True,
+        maximum_retry_attempts=1,
+        on_failure=dest,
+        **FAST_RETRY,
+    )
+    async def handler(batch: Batch, context: Context) -> None:
+        sizes.append(len(batch))
+        if any(r.value == b"poison" for r in batch):
+            raise ValueError("poison")
+
+    async with app.running():
+        [record] = await dest.wait_for(1)
+    # 4 -> [2 ok, 2 bad] -> [1 ok, 1 bad] -> the singleton still gets its one retry
+    assert sizes == [4, 2, 2, 1, 1, 1]
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+
+
+async def test_partial_batch_response_rewinds_to_lowest_failed_record() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"%d" % i for i in range(6)])
+    calls: list[list[int]] = []
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=6,
+        maximum_batching_window=1,
+        function_response_types=["ReportBatchItemFailures"],
+        **FAST_RETRY,
+    )
+    async def handler(batch: Batch, context: Context) -> dict[str, Any]:
+        calls.append([r.offset for r in batch])
+        if len(calls) == 1:
+            return {"batchItemFailures": [{"itemIdentifier": "4"}, {"itemIdentifier": "2"}]}
+        return {"batchItemFailures": []}
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 6)
+    assert calls == [[0, 1, 2, 3, 4, 5], [2, 3, 4, 5]]
+
+
+async def test_batch_result_with_records_is_a_partial_response() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"a", b"b", b"c"])
+    calls: list[list[int]] = []
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=3,
+        maximum_batching_window=1,
+        function_response_types="ReportBatchItemFailures",
+        **FAST_RETRY,
+    )
+    async def handler(batch: Batch, context: Context) -> BatchResult:
+        calls.append([r.offset for r in batch])
+        return BatchResult([batch[1]] if len(calls) == 1 else [])
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 3)
+    assert calls == [[0, 1, 2], [1, 2]]
+
+
+async def test_partial_response_is_ignored_without_report_batch_item_failures() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"a", b"b"])
+    calls = 0
+    app = App()
+
+    @app.consume(source, **FAST_RETRY)
+    async def handler(batch: Batch, context: Context) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return {"batchItemFailures": [{"itemIdentifier": "0"}]}
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert calls == 1
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        [{"itemIdentifier": ""}],
+        [{"itemIdentifier": None}],
+        [{"wrongKey": "0"}],
+        [{"itemIdentifier": "99"}],  # not in the batch
+    ],
+)
+async def test_invalid_item_identifier_fails_the_whole_batch(failures: list[Any]) -> None:
+    source = MemorySource()
+    source.extend("p0", [b"a", b"b"])
+    calls: list[list[int]] = []
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=2,
+        maximum_batching_window=1,
+        function_response_types=["ReportBatchItemFailures"],
+        **FAST_RETRY,
+    )
+    async def handler(batch: Batch, context: Context) -> dict[str, Any]:
+        calls.append([r.offset for r in batch])
+        return {"batchItemFailures": failures if len(calls) == 1 else []}
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert calls == [[0, 1], [0, 1]]
+
+
+async def test_destination_failure_holds_the_checkpoint_until_delivered() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"poison"])
+    dest = MemoryDestination(fail_times=3)
+    app = App()
+
+    @app.consume(source, maximum_retry_attempts=0, on_failure=dest, **FAST_RETRY)
+    async def handler(batch: Batch, context: Context) -> None:
+        raise RuntimeError("bad")
+
+    async with app.running():
+        await wait_until(lambda: dest.fail_times == 1)
+        assert "p0" not in source.committed  # not delivered, so not passed
+        await dest.wait_for(1)
+        await wait_until(lambda: source.committed.get("p0") == 1)
+
+
+def test_retry_delay_grows_exponentially_with_jitter_and_cap() -> None:
+    for attempt in range(10):
+        step = min(8.0, 0.5 * 2**attempt)
+        for _ in range(50):
+            delay = retry_delay(attempt, 0.5, 8.0)
+            assert step / 2 <= delay <= step
+
+
+async def test_retries_back_off_instead_of_spinning() -> None:
+    source = MemorySource()
+    source.append("p0", b"poison")
+    calls = 0
+    app = App()
+
+    @app.consume(source, retry_base_delay=0.05, retry_max_delay=0.05)
+    async def handler(batch: Batch, context: Context) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("bad")
+
+    async with app.running():
+        await wait_until(lambda: calls >= 3)
+        started = time.monotonic()
+        before = calls
+        await wait_until(lambda: calls >= before + 2)
+        # two retries need at least two half-steps of backoff
+        assert time.monotonic() - started >= 0.05 - 0.005
