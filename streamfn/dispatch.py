@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import os
 import time
 import traceback
 import uuid
@@ -21,6 +22,8 @@ from .destinations import iso_timestamp
 from .errors import TooManyRequests
 
 Handler = Callable[[Any, Context], Any]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 #: The request id of the invocation running in this task, for log lines.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -42,7 +45,7 @@ def error_object(exc: BaseException, request_id: str) -> dict[str, Any]:
     """Lambda's Python runtime error payload: errorMessage, errorType, requestId, stackTrace."""
     frames = traceback.extract_tb(exc.__traceback__)
     # Drop streamfn's own frames, as the Lambda runtime drops bootstrap.py's.
-    user = [f for f in frames if "/streamfn/" not in f.filename.replace("\\", "/")]
+    user = [f for f in frames if not f.filename.startswith(_PACKAGE_DIR)]
     return {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,

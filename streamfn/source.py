@@ -63,3 +63,38 @@ class Source(Protocol):
 
     def filter_view(self, record: Record) -> dict[str, Any]:
         """The record as filter_criteria patterns see it (AWS's per-source data key)."""
+
+
+@runtime_checkable
+class QueueSource(Protocol):
+    """A queue of independently acknowledged messages (SQS): no checkpoint, no in-process
+    retry. A failed message is released back to the queue and comes again later (after the
+    visibility timeout, or a per-message delay the source chooses); the queue's own redrive
+    policy decides when it stops coming. "Partitions" are the source's concurrent pollers."""
+
+    kind: str
+    default_batch_size: int
+    default_batching_window: float
+
+    def describe(self) -> str: ...
+
+    async def run(self, config: MappingConfig, listener: AssignmentListener) -> None:
+        """Connect, announce pollers through ``listener`` (and add or remove them as load
+        changes) until cancelled."""
+
+    async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:
+        """Receive up to ``max_records`` messages for this poller."""
+
+    async def settle(
+        self, partition: str, succeeded: Sequence[Record], failed: Sequence[Record]
+    ) -> None:
+        """Delete ``succeeded`` (including messages filtered out) and release ``failed``."""
+
+    def item_identifier(self, record: Record) -> Any: ...
+
+    def identify(self, partition: str, item_identifier: Any) -> int:
+        """The offset of the record named by ``item_identifier``; ``ValueError`` if invalid."""
+
+    def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]: ...
+
+    def filter_view(self, record: Record) -> dict[str, Any]: ...

@@ -1,0 +1,695 @@
+"""The Invoke API over real sockets: boto3's lambda client for what SDK users see, raw HTTP for
+what boto3 cannot send (bad JSON, oversized or chunked bodies, odd headers), and the
+``streamfn run`` CLI as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+from botocore.exceptions import ClientError
+
+from connectors import http
+from streamfn import App, ConfigError, Context
+
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE = 10.0  # seconds any single test may take
+ACCOUNT = "000000000000"
+ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function"
+SESSION = boto3.session.Session()  # shared, so the service model is loaded once
+
+
+@dataclass
+class Probe:
+    """What the handlers saw, and the gate that holds ``blocking`` in flight."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    entered: asyncio.Event = field(default_factory=asyncio.Event)
+    completed: list[str] = field(default_factory=list)
+    received: asyncio.Queue[tuple[Any, str]] = field(default_factory=asyncio.Queue)
+
+
+def make_app(probe: Probe) -> App:
+    app = App("http-test", account_id=ACCOUNT)
+
+    @app.function()
+    async def echo(event: Any, context: Context) -> Any:
+        return event
+
+    @app.function()
+    async def whoami(event: Any, context: Context) -> dict[str, Any]:
+        cc = context.client_context
+        return {
+            "requestId": context.aws_request_id,
+            "arn": context.invoked_function_arn,
+            "custom": cc.custom if cc else None,
+        }
+
+    @app.function()
+    async def boom(event: Any, context: Context) -> None:
+        raise ValueError("bad input")
+
+    @app.function(reserved_concurrency=1)
+    async def blocking(event: Any, context: Context) -> str:
+        probe.entered.set()
+        await probe.gate.wait()
+        probe.completed.append(context.aws_request_id)
+        return "released"
+
+    @app.function(reserved_concurrency=0)
+    async def disabled(event: Any, context: Context) -> None:
+        raise AssertionError("a function with reserved concurrency 0 must never run")
+
+    @app.function()
+    async def record(event: Any, context: Context) -> None:
+        await probe.received.put((event, context.aws_request_id))
+
+    @app.function()
+    def sync_handler(event: Any, context: Context) -> dict[str, Any]:
+        return {"thread": threading.current_thread().name, "event": event}
+
+    @app.function(timeout=0.25)
+    async def sleepy(event: Any, context: Context) -> None:
+        await asyncio.Event().wait()  # never set: runs into the function timeout
+
+    @app.function()
+    async def unserialisable(event: Any, context: Context) -> set[int]:
+        return {1, 2}
+
+    @app.function()
+    async def huge(event: Any, context: Context) -> str:
+        return "x" * http.RESPONSE_LIMIT  # with its quotes, two bytes over the limit
+
+    return app
+
+
+@contextlib.contextmanager
+def log_record(logger_name: str, message: str) -> Iterator[asyncio.Future[logging.LogRecord]]:
+    """A future resolved by the first ``message`` logged on ``logger_name``: waiting for a log
+    line without polling."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[logging.LogRecord] = loop.create_future()
+
+    def resolve(record: logging.LogRecord) -> None:
+        if not future.done():
+            future.set_result(record)
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == message:
+                loop.call_soon_threadsafe(resolve, record)
+
+    logger = logging.getLogger(logger_name)
+    handler, level = Catch(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield future
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def raw_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    *,
+    chunked: bool = False,
+) -> RawResponse:
+    """One HTTP/1.1 exchange on a fresh connection. The body is written without waiting, since
+    the server may answer (413) before reading it; it then discards the rest."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        if chunked:
+            for start in range(0, len(body), 65536):
+                piece = body[start : start + 65536]
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            writer.write(b"0\r\n\r\n")
+        else:
+            writer.write(body)
+        status = int((await reader.readline()).split()[1])
+        response_headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            response_headers[name.strip().lower()] = value.strip()
+        length = int(response_headers.get("content-length", "0"))
+        return RawResponse(status, response_headers, await reader.readexactly(length))
+    finally:
+        writer.transport.abort()  # drop whatever of an oversized body is still unsent
+
+
+def lambda_client(port: int) -> Any:
+    return SESSION.client(
+        "lambda",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        config=botocore.config.Config(
+            retries={"max_attempts": 0}, connect_timeout=DEADLINE, read_timeout=DEADLINE
+        ),
+    )
+
+
+async def invoke(client: Any, **kwargs: Any) -> tuple[dict[str, Any], Any]:
+    """boto3's invoke off the event loop (it blocks); returns the response and decoded payload."""
+
+    def call() -> tuple[dict[str, Any], bytes]:
+        response = client.invoke(**kwargs)
+        return response, response["Payload"].read()
+
+    response, payload = await asyncio.to_thread(call)
+    return response, json.loads(payload) if payload else None
+
+
+async def invoke_error(client: Any, **kwargs: Any) -> dict[str, Any]:
+    """The botocore error response of an invoke that must be refused."""
+    with pytest.raises(ClientError) as info:
+        await invoke(client, **kwargs)
+    response: dict[str, Any] = info.value.response
+    return response
+
+
+async def wait_until_serving(port: int) -> None:
+    while True:
+        try:
+            if (await raw_request(port, "GET", "/health")).status == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.01)
+
+
+async def wait_until_refusing(port: int) -> None:
+    """Wait for the listening socket to close, i.e. for the server to be shutting down."""
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            return
+        writer.transport.abort()
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Server:
+    app: App
+    probe: Probe
+    port: int
+    client: Any
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    probe = Probe()
+    app = make_app(probe)
+    stop = asyncio.Event()
+    async with asyncio.timeout(DEADLINE):
+        with log_record("streamfn.http", "listening") as listening:
+            task = asyncio.create_task(http.serve(app, stop, port=0))
+            await asyncio.wait((listening, task), return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # serve failed before listening: raise its error
+            port = listening.result().__dict__["port"]
+        await wait_until_serving(port)
+    client = lambda_client(port)
+    try:
+        yield Server(app, probe, port, client, stop, task)
+    finally:
+        client.close()
+        probe.gate.set()
+        stop.set()
+        async with asyncio.timeout(DEADLINE):
+            await task
+
+
+async def test_invoke_returns_the_handler_result(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        payload = {"a": [1, 2, {"b": None}], "s": "é"}
+        response, result = await invoke(
+            server.client, FunctionName="echo", Payload=json.dumps(payload)
+        )
+    assert response["StatusCode"] == 200
+    assert response["ExecutedVersion"] == "$LATEST"
+    assert "FunctionError" not in response
+    assert result == payload
+
+
+async def test_request_id_header_is_the_invocation_request_id(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, result = await invoke(server.client, FunctionName="whoami")
+    assert result["requestId"] == response["ResponseMetadata"]["RequestId"]
+    assert result["arn"] == f"{ARN}:whoami"
+
+
+async def test_empty_body_is_a_null_event(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response = await raw_request(server.port, "POST", "/2015-03-31/functions/echo/invocations")
+    assert response.status == 200
+    assert response.body == b"null"
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-amz-executed-version"] == "$LATEST"
+
+
+async def test_function_error_is_a_200_with_unhandled_and_the_error_object(
+    server: Server,
+) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, error = await invoke(server.client, FunctionName="boom", Payload=b"{}")
+    assert response["StatusCode"] == 200
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "ValueError"
+    assert error["errorMessage"] == "bad input"
+    assert error["requestId"] == response["ResponseMetadata"]["RequestId"]
+    assert isinstance(error["stackTrace"], list)
+
+
+async def test_handler_timeout_reports_task_timed_out(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, error = await invoke(server.client, FunctionName="sleepy")
+    assert response["FunctionError"] == "Unhandled"
+    request_id = response["ResponseMetadata"]["RequestId"]
+    assert error["errorMessage"].endswith(f"{request_id} Task timed out after 0.25 seconds")
+    assert error["requestId"] == request_id
+
+
+async def test_sync_handler_runs_on_the_handler_threads(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        _, result = await invoke(server.client, FunctionName="sync_handler", Payload=b"[1]")
+    assert result["event"] == [1]
+    assert result["thread"].startswith("streamfn-handler")
+
+
+async def test_unserialisable_result_is_a_marshal_error(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, error = await invoke(server.client, FunctionName="unserialisable")
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Runtime.MarshalError"
+    assert error["errorMessage"].startswith("Unable to marshal response: ")
+
+
+async def test_response_over_the_limit_is_a_function_error(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, error = await invoke(server.client, FunctionName="huge")
+    assert response["FunctionError"] == "Unhandled"
+    assert error["errorType"] == "Function.ResponseSizeTooLarge"
+    size = http.RESPONSE_LIMIT + 2
+    assert error["errorMessage"] == (
+        f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
+        f"({http.RESPONSE_LIMIT} bytes)."
+    )
+
+
+async def test_unknown_function_is_resource_not_found(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        error = await invoke_error(server.client, FunctionName="missing")
+        raw = await raw_request(server.port, "POST", "/2015-03-31/functions/missing/invocations")
+    assert error["Error"]["Code"] == "ResourceNotFoundException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert raw.status == 404
+    assert raw.headers["x-amzn-errortype"] == "ResourceNotFoundException"
+    assert raw.headers["x-amzn-requestid"]
+    assert raw.json() == {"Type": "User", "Message": f"Function not found: {ARN}:missing"}
+
+
+@pytest.mark.parametrize(
+    ("function_name", "qualifier", "invoked_arn"),
+    [
+        ("whoami", None, f"{ARN}:whoami"),
+        ("whoami:$LATEST", None, f"{ARN}:whoami:$LATEST"),
+        ("whoami", "$LATEST", f"{ARN}:whoami:$LATEST"),
+        (f"{ACCOUNT}:function:whoami", None, f"{ARN}:whoami"),
+        (f"{ARN}:whoami", None, f"{ARN}:whoami"),
+        (f"{ARN}:whoami:$LATEST", "$LATEST", f"{ARN}:whoami:$LATEST"),
+    ],
+)
+async def test_function_name_forms_and_qualifier(
+    server: Server, function_name: str, qualifier: str | None, invoked_arn: str
+) -> None:
+    kwargs = {"Qualifier": qualifier} if qualifier else {}
+    async with asyncio.timeout(DEADLINE):
+        response, result = await invoke(server.client, FunctionName=function_name, **kwargs)
+    assert response["StatusCode"] == 200
+    assert result["arn"] == invoked_arn
+
+
+@pytest.mark.parametrize(
+    ("function_name", "qualifier", "code"),
+    [
+        ("whoami", "v7", "ResourceNotFoundException"),
+        ("whoami:prod", None, "ResourceNotFoundException"),
+        (
+            "arn:aws:lambda:eu-west-1:000000000000:function:whoami",
+            None,
+            "ResourceNotFoundException",
+        ),
+        ("111111111111:function:whoami", None, "ResourceNotFoundException"),
+        ("whoami:$LATEST", "v1", "InvalidParameterValueException"),
+    ],
+)
+async def test_unknown_qualifier_or_foreign_arn_is_refused(
+    server: Server, function_name: str, qualifier: str | None, code: str
+) -> None:
+    kwargs = {"Qualifier": qualifier} if qualifier else {}
+    async with asyncio.timeout(DEADLINE):
+        error = await invoke_error(server.client, FunctionName=function_name, **kwargs)
+    assert error["Error"]["Code"] == code
+
+
+async def test_malformed_function_name_is_a_validation_error(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(server.port, "POST", "/2015-03-31/functions/a:b:c/invocations")
+    assert raw.status == 400
+    assert raw.headers["x-amzn-errortype"] == "ValidationException"
+
+
+async def test_invalid_json_body_is_invalid_request_content(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(
+            server.port, "POST", "/2015-03-31/functions/echo/invocations", b"{not json"
+        )
+    assert raw.status == 400
+    assert raw.headers["x-amzn-errortype"] == "InvalidRequestContentException"
+    assert raw.headers["x-amzn-requestid"]
+    body = raw.json()
+    assert body["Type"] == "User"
+    assert body["message"].startswith("Could not parse request body into json: ")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_body_over_6_mb_is_413(server: Server, chunked: bool) -> None:
+    body = b'"' + b"x" * (http.SYNC_PAYLOAD_LIMIT - 1) + b'"'  # one byte over
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(
+            server.port, "POST", "/2015-03-31/functions/echo/invocations", body, chunked=chunked
+        )
+    assert raw.status == 413
+    assert raw.headers["x-amzn-errortype"] == "RequestEntityTooLargeException"
+    assert raw.json() == {
+        "Type": "User",
+        "message": "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
+    }
+
+
+async def test_body_over_6_mb_via_boto3(server: Server) -> None:
+    payload = b'"' + b"x" * http.SYNC_PAYLOAD_LIMIT + b'"'
+    async with asyncio.timeout(DEADLINE):
+        error = await invoke_error(server.client, FunctionName="echo", Payload=payload)
+    assert error["Error"]["Code"] == "RequestEntityTooLargeException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 413
+
+
+async def test_body_of_exactly_6_mb_is_accepted(server: Server) -> None:
+    payload = b'"' + b"x" * (http.SYNC_PAYLOAD_LIMIT - 2) + b'"'
+    async with asyncio.timeout(DEADLINE):
+        response, result = await invoke(server.client, FunctionName="echo", Payload=payload)
+    assert response["StatusCode"] == 200
+    assert len(result) == http.SYNC_PAYLOAD_LIMIT - 2
+
+
+async def test_reserved_concurrency_in_use_is_429(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        first = asyncio.create_task(invoke(server.client, FunctionName="blocking"))
+        await server.probe.entered.wait()
+        raw = await raw_request(server.port, "POST", "/2015-03-31/functions/blocking/invocations")
+        error = await invoke_error(server.client, FunctionName="blocking")
+        server.probe.gate.set()
+        response, result = await first
+        _, again = await invoke(server.client, FunctionName="blocking")
+    assert raw.status == 429
+    assert raw.headers["retry-after"] == "1"
+    assert raw.headers["x-amzn-errortype"] == "TooManyRequestsException"
+    assert raw.json() == {
+        "Type": "User",
+        "message": "Rate Exceeded.",
+        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+    }
+    assert error["Error"]["Code"] == "TooManyRequestsException"
+    assert error["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert (response["StatusCode"], result, again) == (200, "released", "released")
+
+
+@pytest.mark.parametrize("invocation_type", ["RequestResponse", "Event"])
+async def test_reserved_concurrency_zero_is_always_429(
+    server: Server, invocation_type: str
+) -> None:
+    async with asyncio.timeout(DEADLINE):
+        error = await invoke_error(
+            server.client, FunctionName="disabled", InvocationType=invocation_type
+        )
+    assert error["Error"]["Code"] == "TooManyRequestsException"
+
+
+async def test_client_context_reaches_the_handler(server: Server) -> None:
+    context = {"custom": {"tenant": "t1"}, "env": {"locale": "en"}, "client": {"app_title": "a"}}
+    encoded = base64.b64encode(json.dumps(context).encode()).decode()
+    async with asyncio.timeout(DEADLINE):
+        _, result = await invoke(server.client, FunctionName="whoami", ClientContext=encoded)
+    assert result["custom"] == {"tenant": "t1"}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "not base64!",
+        base64.b64encode(b"{not json").decode(),
+        base64.b64encode(b"[1, 2]").decode(),
+        base64.b64encode(json.dumps({"custom": {"k": "v" * 2700}}).encode()).decode(),
+    ],
+    ids=["not-base64", "not-json", "not-an-object", "over-3583-bytes"],
+)
+async def test_invalid_client_context_is_400(server: Server, header: str) -> None:
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(
+            server.port,
+            "POST",
+            "/2015-03-31/functions/whoami/invocations",
+            headers={"X-Amz-Client-Context": header},
+        )
+    assert raw.status == 400
+    assert raw.headers["x-amzn-errortype"] == "InvalidRequestContentException"
+
+
+async def test_event_is_accepted_then_runs_in_the_background(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, body = await invoke(
+            server.client, FunctionName="record", InvocationType="Event", Payload=b'{"n": 1}'
+        )
+        event, request_id = await server.probe.received.get()
+    assert response["StatusCode"] == 202
+    assert body is None
+    assert event == {"n": 1}
+    assert request_id == response["ResponseMetadata"]["RequestId"]
+
+
+async def test_failed_event_invocation_is_logged(server: Server) -> None:
+    with log_record("streamfn.http", "event invocation failed") as failed:
+        async with asyncio.timeout(DEADLINE):
+            response, _ = await invoke(server.client, FunctionName="boom", InvocationType="Event")
+            record = await failed
+    assert response["StatusCode"] == 202
+    assert record.__dict__["errorType"] == "ValueError"
+    assert record.__dict__["requestId"] == response["ResponseMetadata"]["RequestId"]
+
+
+async def test_event_over_1_mb_is_413(server: Server) -> None:
+    body = b'"' + b"x" * http.EVENT_PAYLOAD_LIMIT + b'"'
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(
+            server.port,
+            "POST",
+            "/2015-03-31/functions/record/invocations",
+            body,
+            {"X-Amz-Invocation-Type": "Event"},
+        )
+    assert raw.status == 413
+    assert raw.json()["message"] == (
+        f"{len(body)} byte payload is too large for the Event invocation type "
+        f"(limit {http.EVENT_PAYLOAD_LIMIT} bytes)"
+    )
+
+
+async def test_dry_run_is_204_and_does_not_run(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, body = await invoke(server.client, FunctionName="record", InvocationType="DryRun")
+        error = await invoke_error(server.client, FunctionName="missing", InvocationType="DryRun")
+    assert response["StatusCode"] == 204
+    assert body is None
+    assert server.probe.received.empty()
+    assert error["Error"]["Code"] == "ResourceNotFoundException"
+
+
+async def test_unknown_invocation_type_is_400(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(
+            server.port,
+            "POST",
+            "/2015-03-31/functions/echo/invocations",
+            headers={"X-Amz-Invocation-Type": "Later"},
+        )
+    assert raw.status == 400
+    assert raw.headers["x-amzn-errortype"] == "InvalidParameterValueException"
+
+
+async def test_health_unknown_routes_and_wrong_methods(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        health = await raw_request(server.port, "GET", "/health")
+        unknown = await raw_request(server.port, "GET", "/2015-03-31/functions")
+        wrong = await raw_request(server.port, "GET", "/2015-03-31/functions/echo/invocations")
+        post_health = await raw_request(server.port, "POST", "/health")
+    assert (health.status, health.json()) == (200, {"status": "ok"})
+    assert unknown.status == 404
+    assert unknown.headers["x-amzn-errortype"] == "UnknownOperationException"
+    assert (wrong.status, wrong.headers["allow"]) == (405, "POST")
+    assert (post_health.status, post_health.headers["allow"]) == (405, "GET")
+    for response in (health, unknown, wrong, post_health):
+        assert response.headers["x-amzn-requestid"]
+
+
+async def test_stop_lets_in_flight_requests_finish(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        in_flight = asyncio.create_task(invoke(server.client, FunctionName="blocking"))
+        await server.probe.entered.wait()
+        server.stop.set()
+        await wait_until_refusing(server.port)
+        server.probe.gate.set()
+        response, result = await in_flight
+        await server.task
+    assert (response["StatusCode"], result) == (200, "released")
+
+
+async def test_stop_waits_for_accepted_events(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, _ = await invoke(server.client, FunctionName="blocking", InvocationType="Event")
+        await server.probe.entered.wait()
+        server.stop.set()
+        await wait_until_refusing(server.port)
+        assert not server.task.done()
+        server.probe.gate.set()
+        await server.task
+    assert server.probe.completed == [response["ResponseMetadata"]["RequestId"]]
+
+
+async def test_port_in_use_is_a_config_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with asyncio.timeout(DEADLINE):
+            with pytest.raises(ConfigError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: "):
+                await http.serve(App(), asyncio.Event(), port=port)
+
+
+async def test_asgi_app_is_mountable_without_a_server() -> None:
+    sent: list[http.Message] = []
+
+    async def receive() -> http.Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: http.Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/health", "query_string": b"", "headers": []}
+    async with asyncio.timeout(DEADLINE):
+        await http.asgi_app(App())(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"]) == {"status": "ok"}
+
+
+async def run_cli(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamfn.cli",
+        "run",
+        *args,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_cli_serves_the_invoke_api_and_exits_0_on_sigterm() -> None:
+    # Port 0, then the port from the "listening" line: no window for another process to take it.
+    proc = await run_cli("tests/apps/hello_app.py:app", "--port", "0")
+    assert proc.stderr is not None
+    lines: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(DEADLINE):
+            while not lines or lines[-1].get("msg") != "listening":
+                line = await proc.stderr.readline()
+                assert line, f"streamfn run exited early: {lines}"
+                lines.append(json.loads(line))
+            port = lines[-1]["port"]
+            client = lambda_client(port)
+            response, result = await invoke(
+                client, FunctionName="hello", Payload=b'{"name": "cli"}'
+            )
+            client.close()
+            proc.send_signal(signal.SIGTERM)
+            rest = await proc.stderr.read()
+            returncode = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert result == {
+        "message": "hello cli",
+        "requestId": response["ResponseMetadata"]["RequestId"],
+    }
+    assert returncode == 0
+    assert any(json.loads(line)["msg"] == "stopped" for line in rest.splitlines())
+
+
+async def test_cli_bad_target_exits_2() -> None:
+    async with asyncio.timeout(DEADLINE):
+        proc = await run_cli("nope:app", "--port", "0")
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 2
+    assert "streamfn: error: cannot import 'nope'" in stderr.decode()
+
+
+async def test_cli_busy_port_exits_2() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with asyncio.timeout(DEADLINE):
+            proc = await run_cli("tests/apps/hello_app.py:app", "--port", str(port))
+            _, stderr = await proc.communicate()
+    assert proc.returncode == 2
+    assert f"streamfn: error: cannot listen on 127.0.0.1:{port}: " in stderr.decode()
