@@ -12,9 +12,9 @@ from .destinations import Destination
 from .dispatch import Function
 from .errors import ConfigError
 from .filters import FilterCriteria
-from .outcome import StreamOutcome
+from .outcome import QueueOutcome, StreamOutcome
 from .poller import PartitionRunner
-from .source import Source
+from .source import QueueSource, Source
 
 log = logging.getLogger("streamfn.mapping")
 
@@ -29,12 +29,20 @@ class Mapping:
     def __init__(
         self,
         function: Function,
-        source: Source,
+        source: Source | QueueSource,
         config: MappingConfig,
         on_failure: Destination | None = None,
     ) -> None:
-        if not isinstance(source, Source):
-            raise ConfigError(f"{source!r} does not implement streamfn.source.Source")
+        self.is_queue = isinstance(source, QueueSource)
+        if not self.is_queue and not isinstance(source, Source):
+            raise ConfigError(
+                f"{source!r} implements neither streamfn.source.Source nor QueueSource"
+            )
+        if self.is_queue and on_failure is not None:
+            raise ConfigError(
+                "on_failure is not supported for queue sources: failed messages go back to the "
+                "queue, and its redrive policy (maxReceiveCount) moves them to a dead-letter queue"
+            )
         self.function = function
         self.source = source
         self.config = config.resolved(source.default_batch_size, source.default_batching_window)
@@ -47,10 +55,26 @@ class Mapping:
         max_retries = self.config.maximum_retry_attempts
         if source.kind == "kafka" and max_retries == -1 and on_failure is not None:
             max_retries = KAFKA_RETRY_CAP
-        self.outcome = StreamOutcome(function, source, self.config, on_failure, max_retries)
+        self.outcome: StreamOutcome | QueueOutcome
+        self._stream: Source | None = None
+        self._queue: QueueSource | None = None
+        if isinstance(source, QueueSource):
+            self._queue = source
+            self.outcome = QueueOutcome(function, source, self.config)
+        else:
+            self._stream = source
+            self.outcome = StreamOutcome(function, source, self.config, on_failure, max_retries)
         self.runners: dict[str, tuple[PartitionRunner, asyncio.Task[None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+
+    def stream_source(self) -> Source:
+        assert self._stream is not None
+        return self._stream
+
+    def queue_source(self) -> QueueSource:
+        assert self._queue is not None
+        return self._queue
 
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.function.name}"

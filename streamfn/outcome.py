@@ -1,9 +1,13 @@
-"""What happens after a stream batch is invoked: success, retry with backoff, bisect, partial
-batch response (rewind to the lowest failed record), record age, and the on-failure destination.
+"""What happens after a batch is invoked.
 
-:meth:`StreamOutcome.settle` returns only when every record of the batch has succeeded, been
-delivered to on_failure, or been discarded as AWS does without a destination; it raises
-:class:`Abandoned` when the partition is stopping, and then nothing of the batch may be committed.
+Streams (:class:`StreamOutcome`): success, retry with backoff, bisect, partial batch response
+(rewind to the lowest failed record), record age, and the on-failure destination. ``settle``
+returns only when every record of the batch has succeeded, been delivered to on_failure, or been
+discarded as AWS does without a destination; it raises :class:`Abandoned` when the partition is
+stopping, and then nothing of the batch may be committed.
+
+Queues (:class:`QueueOutcome`): one invocation, then the source deletes what succeeded and
+releases what failed; retrying is the queue's redelivery, as with Lambda's SQS mappings.
 """
 
 from __future__ import annotations
@@ -20,13 +24,24 @@ from .config import MappingConfig
 from .destinations import Destination, failure_record
 from .dispatch import Function, InvocationResult
 from .record import Batch, BatchResult, Record, is_partial_response
-from .source import Source
+from .source import QueueSource, Source
 
 log = logging.getLogger("streamfn.outcome")
 
 RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 PAYLOAD_TOO_LARGE = "MaximumPayloadSizeExceeded"
+
+
+def _offset(source: Source | QueueSource, partition: str, failure: Any) -> int:
+    """The offset a batchItemFailures entry (or a Record in a BatchResult) names."""
+    if isinstance(failure, Record):
+        return failure.offset
+    if isinstance(failure, dict):
+        failure = failure["itemIdentifier"]
+    if failure is None or failure == "":
+        raise ValueError("empty itemIdentifier")
+    return source.identify(partition, failure)
 
 
 class Abandoned(Exception):
@@ -120,22 +135,13 @@ class StreamOutcome:
         if not failures:
             return None
         try:
-            lowest = min(self._failed_offset(partition, f) for f in failures)
+            lowest = min(_offset(self.source, partition, f) for f in failures)
         except (ValueError, TypeError, KeyError):
             return -1  # an invalid identifier fails the whole batch, as on AWS
         for i, rec in enumerate(batch):
             if rec.offset == lowest:
                 return i
         return -1  # names a record that was not in the batch
-
-    def _failed_offset(self, partition: str, failure: Any) -> int:
-        if isinstance(failure, Record):
-            return failure.offset
-        if isinstance(failure, dict):
-            failure = failure["itemIdentifier"]
-        if failure is None or failure == "":
-            raise ValueError("empty itemIdentifier")
-        return self.source.identify(partition, failure)
 
     async def _drop_expired(
         self, partition: str, batch: list[Record], invokes: int, stop: asyncio.Event
@@ -206,3 +212,59 @@ class StreamOutcome:
         except TimeoutError:
             return
         raise Abandoned
+
+
+class QueueOutcome:
+    """The queue outcome policy of one event source mapping (SQS)."""
+
+    def __init__(self, function: Function, source: QueueSource, config: MappingConfig) -> None:
+        self.function = function
+        self.source = source
+        self.lambda_format = config.event_format == "lambda"
+        self.report_failures = config.report_batch_item_failures
+        self.invocations = 0
+        self.errors = 0
+
+    async def settle(self, partition: str, records: list[Record], stop: asyncio.Event) -> None:
+        event: Any = (
+            self.source.lambda_event(partition, records)
+            if self.lambda_format
+            else Batch(records, partition, self.source.kind)
+        )
+        self.invocations += 1
+        result = await self.function.invoke(event)
+        failed = self._failed(partition, records, result)
+        if not failed:
+            await self.source.settle(partition, records, ())
+            return
+        self.errors += 1
+        if len(failed) == len(records):
+            await self.source.settle(partition, (), records)
+            return
+        await self.source.settle(
+            partition,
+            [r for r in records if r.offset not in failed],
+            [r for r in records if r.offset in failed],
+        )
+
+    async def reject_oversized(self, partition: str, record: Record, stop: asyncio.Event) -> None:
+        await self.source.settle(partition, (), [record])
+
+    def _failed(self, partition: str, records: list[Record], result: InvocationResult) -> set[int]:
+        """Offsets of the failed records; every offset when the batch failed as a whole."""
+        everything = {r.offset for r in records}
+        if result.error is not None:
+            return everything
+        value = result.value
+        if not self.report_failures or not is_partial_response(value):
+            return set()
+        failures = value.failures if isinstance(value, BatchResult) else value["batchItemFailures"]
+        if failures is None:
+            return set()
+        if not isinstance(failures, list):
+            return everything
+        try:
+            failed = {_offset(self.source, partition, f) for f in failures}
+        except (ValueError, TypeError, KeyError):
+            return everything  # an invalid identifier fails the whole batch, as on AWS
+        return failed if failed <= everything else everything

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from zlib import crc32
 
@@ -32,6 +33,7 @@ class PartitionRunner:
         assert cfg.batch_size is not None and cfg.maximum_batching_window is not None
         self.mapping = mapping
         self.partition = partition
+        self.queue = mapping.is_queue
         self.lanes = [
             Lane(cfg.batch_size, cfg.maximum_batching_window, cfg.payload_limit)
             for _ in range(cfg.parallelization_factor)
@@ -50,7 +52,8 @@ class PartitionRunner:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._poller = tg.create_task(self._poll())
-            self._committer = tg.create_task(self._commit_loop())
+            if not self.queue:
+                self._committer = tg.create_task(self._commit_loop())
             self._lane_tasks = [tg.create_task(self._drive(lane)) for lane in self.lanes]
 
     async def stop(self, timeout: float) -> None:
@@ -109,6 +112,9 @@ class PartitionRunner:
                 continue
             if not records:
                 continue
+            if self.queue:
+                await self._queue_arrived(records)
+                continue
             if matches is None:
                 chunk = checkpoint.add(records)
                 self._route(chunk, list(records), (0, len(records)))
@@ -122,6 +128,22 @@ class PartitionRunner:
                 self._route(chunk, [records[i] for i in keep], keep)
             elif checkpoint.advance():
                 self._dirty.set()
+
+    async def _queue_arrived(self, records: Sequence[Record]) -> None:
+        """Queue messages need no checkpoint; those filtered out are deleted at once, as AWS
+        deletes SQS messages that match no filter."""
+        mapping = self.mapping
+        keep: list[Record] = list(records)
+        if mapping.filter is not None:
+            matches, view = mapping.filter.matches, mapping.source.filter_view
+            skipped: list[Record] = []
+            keep = []
+            for rec in records:
+                (keep if matches(view(rec)) else skipped).append(rec)
+            if skipped:
+                await mapping.queue_source().settle(self.partition, skipped, [])
+        if keep:
+            self._route(Chunk(keep), keep, (0, len(keep)))
 
     def _route(self, chunk: Chunk, records: list[Record], indexes: Indexes) -> None:
         """Hand records to lanes: all to one lane, or by key so one key stays in one lane."""
@@ -159,7 +181,7 @@ class PartitionRunner:
                 return
             self.inflight -= len(records)
             self._room.set()
-            if self.checkpoint.settle(portions):
+            if not self.queue and self.checkpoint.settle(portions):
                 self._dirty.set()
         lane.busy = False
 
@@ -183,5 +205,5 @@ class PartitionRunner:
     async def _commit_once(self) -> None:
         position = self.checkpoint.position
         if position is not None and position is not self.committed:
-            await self.mapping.source.commit(self.partition, position)
+            await self.mapping.stream_source().commit(self.partition, position)
             self.committed = position

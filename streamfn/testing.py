@@ -170,3 +170,82 @@ class MemoryDestination:
                 self._changed.clear()
                 await self._changed.wait()
         return self.records
+
+
+class MemoryQueue:
+    """An in-memory queue with SQS-like acknowledgement: settled successes are deleted, failures
+    come back (at the end of the queue) with their receive count raised."""
+
+    kind = "memory-queue"
+    default_batch_size = 10
+    default_batching_window = 0.0
+
+    def __init__(self, pollers: int = 1) -> None:
+        self.pollers = [f"poller-{i}" for i in range(pollers)]
+        self.visible: list[Record] = []
+        self.in_flight: dict[int, Record] = {}
+        self.deleted: list[Record] = []
+        self.receives: dict[int, int] = {}
+        self._next = 0
+        self._arrived = asyncio.Event()
+
+    def describe(self) -> str:
+        return f"memory-queue://{len(self.pollers)}"
+
+    def send(self, body: bytes) -> Record:
+        rec = Record("queue", self._next, body, None, time.time())
+        self._next += 1
+        self.visible.append(rec)
+        self._arrived.set()
+        return rec
+
+    async def run(self, config: MappingConfig, listener: AssignmentListener) -> None:
+        await listener.assigned(self.pollers)
+        await asyncio.Event().wait()
+
+    async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:
+        if not self.visible:
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return ()
+        out, self.visible = self.visible[:max_records], self.visible[max_records:]
+        for rec in out:
+            self.in_flight[rec.offset] = rec
+            self.receives[rec.offset] = self.receives.get(rec.offset, 0) + 1
+        return out
+
+    async def settle(
+        self, partition: str, succeeded: Sequence[Record], failed: Sequence[Record]
+    ) -> None:
+        for rec in succeeded:
+            self.deleted.append(self.in_flight.pop(rec.offset))
+        for rec in failed:
+            self.visible.append(self.in_flight.pop(rec.offset))
+        if failed:
+            self._arrived.set()
+
+    def item_identifier(self, record: Record) -> Any:
+        return f"msg-{record.offset}"
+
+    def identify(self, partition: str, item_identifier: Any) -> int:
+        if not isinstance(item_identifier, str) or not item_identifier.startswith("msg-"):
+            raise ValueError(f"invalid itemIdentifier {item_identifier!r}")
+        return int(item_identifier[4:])
+
+    def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
+        return {
+            "Records": [
+                {"messageId": f"msg-{r.offset}", "body": r.value.decode(errors="replace")}
+                for r in records
+            ]
+        }
+
+    def filter_view(self, record: Record) -> dict[str, Any]:
+        try:
+            body: Any = record.json()
+        except ValueError:
+            body = record.value.decode(errors="replace")
+        return {"body": body}
