@@ -1,0 +1,3 @@
+"""A module whose target attribute is not an App."""
+
+app = object()
