@@ -18,7 +18,7 @@ from .destinations import Destination, FunctionDestination
 from .dispatch import Function, InvocationResult
 from .errors import ConfigError, FunctionNotFound
 from .mapping import Mapping
-from .source import Source
+from .source import QueueSource, Source
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -61,7 +61,7 @@ class App:
 
     def consume(
         self,
-        source: Source,
+        source: Source | QueueSource,
         *,
         name: str | None = None,
         timeout: float = 3.0,

@@ -83,6 +83,9 @@ class MappingConfig:
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
     shutdown_timeout: float = 30.0
+    #: Filled in by the engine from the mapped function, so a source can check its own
+    #: timeouts against it (SQS: the queue's visibility timeout must not be shorter).
+    function_timeout: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

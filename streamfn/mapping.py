@@ -4,6 +4,7 @@ the source's assignment changes by starting and stopping a PartitionRunner per p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Collection
 
@@ -45,7 +46,10 @@ class Mapping:
             )
         self.function = function
         self.source = source
-        self.config = config.resolved(source.default_batch_size, source.default_batching_window)
+        self.config = dataclasses.replace(
+            config.resolved(source.default_batch_size, source.default_batching_window),
+            function_timeout=function.config.timeout,
+        )
         self.on_failure = on_failure
         self.filter = (
             FilterCriteria.parse(config.filter_criteria)
@@ -86,12 +90,17 @@ class Mapping:
             await self._stopping.wait()
             return
         log.info("mapping started", extra={"mapping": self.describe()})
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            source_task = tg.create_task(self.source.run(self.config, self))
-            await self._stopping.wait()
-            await self.revoked(list(self.runners))
-            source_task.cancel()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                source_task = tg.create_task(self.source.run(self.config, self))
+                await self._stopping.wait()
+                await self.revoked(list(self.runners))
+                source_task.cancel()
+        finally:
+            close = getattr(self.on_failure, "close", None)
+            if close is not None:  # destinations that hold a client (Kafka, SQS) release it
+                await close()
         log.info("mapping stopped", extra={"mapping": self.describe()})
 
     def stop(self) -> None:

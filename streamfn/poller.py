@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamfn.poller")
 
-FETCH_WAIT = 0.5  # seconds a fetch may wait for new records before the poller loops
+#: Seconds a fetch may wait for new records before the poller loops; a source may set its own
+#: ``fetch_wait`` attribute (SQS long polls in whole seconds).
+FETCH_WAIT = 0.5
 
 
 class PartitionRunner:
@@ -41,7 +43,12 @@ class PartitionRunner:
         self.checkpoint = Checkpoint()
         self.committed: Record | None = None
         self.inflight = 0
-        self.max_inflight = cfg.batch_size * (cfg.parallelization_factor + 1)
+        # Streams keep one batch per lane buffered ahead; queue pollers take only what they can
+        # invoke, so one poller does not hoard messages other pollers could run.
+        self.max_inflight = (
+            cfg.batch_size if self.queue else cfg.batch_size * (cfg.parallelization_factor + 1)
+        )
+        self.fetch_wait: float = getattr(mapping.source, "fetch_wait", FETCH_WAIT)
         self._room = asyncio.Event()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -97,7 +104,7 @@ class PartitionRunner:
                 await self._room.wait()
             try:
                 records = await source.fetch(
-                    self.partition, self.max_inflight - self.inflight, FETCH_WAIT
+                    self.partition, self.max_inflight - self.inflight, self.fetch_wait
                 )
                 failures = 0
             except SourceError:

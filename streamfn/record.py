@@ -27,6 +27,7 @@ class Record:
         timestamp: float = 0.0,
         headers: Sequence[tuple[str, bytes]] = (),
         meta: Any = None,
+        size: int | None = None,
     ) -> None:
         self.partition = partition
         self.offset = offset
@@ -35,7 +36,8 @@ class Record:
         self.timestamp = timestamp
         self.headers = headers
         self.meta = meta
-        self.size = len(value) + (len(key) if key is not None else 0)
+        # What counts towards the payload cap; a source may pass it, metadata included.
+        self.size = size if size is not None else len(value) + (len(key) if key else 0)
 
     def json(self) -> Any:
         """The value parsed as JSON (orjson)."""

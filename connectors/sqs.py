@@ -1,0 +1,980 @@
+"""Amazon SQS as Lambda's SQS event source, and an SQS queue as a destination.
+
+Both sit on aiobotocore. The engine owns batching, invocation and the outcome; this module owns
+what Lambda's SQS pollers do around it and the engine does not: long polling from a number of
+pollers that grows while messages keep coming and shrinks when the queue runs dry, extending
+the visibility of every message still being handled (so a slow handler never causes a
+duplicate), deleting what succeeded, releasing what failed (optionally after a backoff delay),
+FIFO rules per ``MessageGroupId``, and an optional dead letter after N receives for queues
+without a redrive policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import math
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from streamfn.backoff import retry_delay as backoff_delay
+from streamfn.config import MappingConfig
+from streamfn.destinations import Destination
+from streamfn.errors import ConfigError, DestinationError, SourceError
+from streamfn.record import Record
+from streamfn.source import AssignmentListener
+
+log = logging.getLogger("streamfn.sqs")
+
+MAX_RECEIVE = 10  # messages per ReceiveMessage, and entries per *Batch call
+MAX_WAIT = 20  # seconds: SQS's longest long poll
+MAX_VISIBILITY = 43_200  # seconds: SQS's cap on a message's visibility timeout
+FIFO_MAX_BATCH = 10  # Lambda's BatchSize cap for FIFO queues
+SCALE_INTERVAL = 1.0  # seconds between two scaling decisions
+CALL_ATTEMPTS = 3  # tries of one batch call whose entries failed on the server's side
+ABANDON_TIMEOUT = MAX_WAIT + 5.0  # seconds to release unsettled messages when stopping
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
+_ARN = re.compile(r"arn:[\w-]+:sqs:([\w-]+):(\d{12}):([\w.-]+)")
+_AWS_URL = re.compile(r"https://sqs\.([\w-]+)\.amazonaws\.com(?:\.cn)?/\d+/[\w.-]+")
+_GROUP_ID = re.compile(rb"[!-~]{1,128}")  # SQS: 1-128 ASCII letters, digits, punctuation
+_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_REFUSED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "ExpiredToken",
+    "IncompleteSignature",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "InvalidSecurity",
+    "MissingAuthenticationToken",
+    "SignatureDoesNotMatch",
+    "UnrecognizedClientException",
+}
+
+#: Bytes a Lambda SQS event record takes around its variable fields (keys, quotes, constants),
+#: so the 6 MB cap counts metadata as Lambda does.
+_RECORD_OVERHEAD = len(
+    orjson.dumps(
+        {
+            "messageId": "",
+            "receiptHandle": "",
+            "body": "",
+            "attributes": {},
+            "messageAttributes": {},
+            "md5OfBody": "",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "",
+            "awsRegion": "",
+        }
+    )
+)
+_ENTRY_OVERHEAD = len(b'"":"",')
+_ATTRIBUTE_OVERHEAD = len(b'"":{"stringListValues":[],"binaryListValues":[],"dataType":""},')
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueRef:
+    """A queue named by URL, ARN or name, and what the reference itself says about it."""
+
+    name: str
+    url: str | None = None
+    region: str | None = None
+    owner: str | None = None
+
+    @classmethod
+    def parse(cls, queue: str) -> _QueueRef:
+        if not isinstance(queue, str):
+            raise ConfigError.out_of_range("queue", queue, "a queue URL, ARN or name")
+        if queue.startswith(("http://", "https://")):
+            url = _AWS_URL.fullmatch(queue)
+            region = url.group(1) if url else None
+            return cls(queue.rstrip("/").rsplit("/", 1)[-1], queue, region)
+        arn = _ARN.fullmatch(queue)
+        if arn is not None:
+            return cls(arn.group(3), region=arn.group(1), owner=arn.group(2))
+        if not _NAME.fullmatch(queue):
+            raise ConfigError.out_of_range(
+                "queue",
+                queue,
+                "a queue URL, an SQS ARN, or a name of 1-80 letters, digits, '-' and '_' "
+                "(FIFO: ending in '.fifo')",
+            )
+        return cls(queue)
+
+    @property
+    def fifo(self) -> bool:
+        return self.name.endswith(".fifo")
+
+
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    """Where and as whom to call SQS; unset fields come from the usual AWS chain."""
+
+    region_name: str | None
+    endpoint_url: str | None
+    aws_access_key_id: str | None
+    aws_secret_access_key: str | None
+    aws_session_token: str | None
+    profile_name: str | None
+
+    @contextlib.asynccontextmanager
+    async def client(self, pool: int) -> AsyncIterator[Any]:
+        """An aiobotocore SQS client with ``pool`` connections, closed on exit."""
+        creator = AioSession(profile=self.profile_name).create_client(
+            "sqs",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=AioConfig(max_pool_connections=pool, retries={"mode": "standard"}),
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(creator)
+            except NoRegionError as exc:
+                raise ConfigError(
+                    "no AWS region for SQS: pass region_name, a queue URL or ARN, "
+                    "or set AWS_DEFAULT_REGION"
+                ) from exc
+            yield client
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_url or "AWS"
+
+
+async def _resolve_url(client: Any, ref: _QueueRef) -> str:
+    if ref.url is not None:
+        return ref.url
+    kwargs = {"QueueName": ref.name}
+    if ref.owner is not None:
+        kwargs["QueueOwnerAWSAccountId"] = ref.owner
+    url: str = (await client.get_queue_url(**kwargs))["QueueUrl"]
+    return url
+
+
+def _fatal(exc: BaseException, queue: str, endpoint: str) -> SourceError | None:
+    """The SourceError for a failure no retry can fix (missing queue, refused credentials)."""
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return SourceError(f"no usable AWS credentials for SQS queue {queue!r}: {exc}")
+    if isinstance(exc, EndpointConnectionError):
+        return SourceError(f"cannot reach SQS at {endpoint} for queue {queue!r}: {exc}")
+    if not isinstance(exc, ClientError):
+        return None
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _MISSING:
+        return SourceError(f"SQS queue {queue!r} does not exist (at {endpoint})")
+    if code in _REFUSED or status in (401, 403):
+        return SourceError(
+            f"AWS refused the credentials used for SQS queue {queue!r} "
+            f"(HTTP {status}, {code}): {error.get('Message', '')}"
+        )
+    return None
+
+
+def _lambda_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """SQS message attributes as Lambda's event spells them (camelCase, binary in base64)."""
+    out: dict[str, Any] = {}
+    for name, attr in raw.items():
+        item: dict[str, Any] = {}
+        if "StringValue" in attr:
+            item["stringValue"] = attr["StringValue"]
+        if "BinaryValue" in attr:
+            item["binaryValue"] = _b64(attr["BinaryValue"])
+        item["stringListValues"] = list(attr.get("StringListValues", ()))
+        item["binaryListValues"] = [_b64(v) for v in attr.get("BinaryListValues", ())]
+        item["dataType"] = attr["DataType"]
+        out[name] = item
+    return out
+
+
+def _metadata_size(message: Mapping[str, Any]) -> int:
+    """Bytes the message's metadata adds to its Lambda event record (approximately)."""
+    size = len(message["MessageId"]) + len(message["ReceiptHandle"]) + len(message["MD5OfBody"])
+    for name, value in message["Attributes"].items():
+        size += len(name) + len(value) + _ENTRY_OVERHEAD
+    attributes = message.get("MessageAttributes")
+    if attributes:
+        size += len(message.get("MD5OfMessageAttributes", ""))
+        for name, attr in attributes.items():
+            size += len(name) + len(attr["DataType"]) + _ATTRIBUTE_OVERHEAD
+            size += len(attr.get("StringValue", ""))
+            size += (len(attr.get("BinaryValue", b"")) + 2) // 3 * 4
+    return size
+
+
+@dataclass(slots=True, eq=False)
+class _Poller:
+    """One poller's messages received and not yet settled, and its FIFO bookkeeping."""
+
+    held: dict[int, Record] = field(default_factory=dict)  # offset -> record
+    ids: dict[str, int] = field(default_factory=dict)  # messageId -> offset
+    gate: asyncio.Event = field(default_factory=asyncio.Event)  # set while it may receive
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # FIFO: set once held empties
+    groups: set[bytes | None] = field(default_factory=set)  # FIFO: groups it holds
+    failed_at: dict[bytes | None, int] = field(default_factory=dict)  # FIFO: first failure
+
+    def hold_back(
+        self, succeeded: Sequence[Record], failed: Sequence[Record]
+    ) -> tuple[list[Record], list[Record]]:
+        """FIFO: a failed message fails every later message of its group received with it, so
+        the group is retried in order (Lambda: "return all failed and unprocessed messages")."""
+        first = self.failed_at
+        for rec in failed:
+            if rec.offset < first.get(rec.key, rec.offset + 1):
+                first[rec.key] = rec.offset
+        ok: list[Record] = []
+        held_back = list(failed)
+        for rec in succeeded:
+            (held_back if rec.offset > first.get(rec.key, rec.offset) else ok).append(rec)
+        return ok, held_back
+
+    def forget(self, records: Sequence[Record]) -> None:
+        held, ids = self.held, self.ids
+        for rec in records:
+            held.pop(rec.offset, None)
+            message_id = rec.meta["MessageId"]
+            if ids.get(message_id) == rec.offset:
+                del ids[message_id]
+
+
+T = TypeVar("T")
+BatchCall = Callable[..., Awaitable[Mapping[str, Any]]]
+
+
+async def _call_by_ten(
+    call: BatchCall, url: str, items: Sequence[T], entry: Callable[[str, T], dict[str, Any]]
+) -> list[tuple[T, str]]:
+    """Run a ``*Batch`` SQS call over ``items``, ten entries a call, all calls at once.
+    Returns the (item, error code) that still failed."""
+    chunks = [items[i : i + MAX_RECEIVE] for i in range(0, len(items), MAX_RECEIVE)]
+    results = await asyncio.gather(*(_call_ten(call, url, chunk, entry) for chunk in chunks))
+    return [failure for result in results for failure in result]
+
+
+async def _call_ten(
+    call: BatchCall, url: str, chunk: Sequence[T], entry: Callable[[str, T], dict[str, Any]]
+) -> list[tuple[T, str]]:
+    """botocore already retried a call that failed as a whole (throttling, 5xx, network);
+    entries that failed on the server's side inside a successful call are retried here."""
+    pending = list(chunk)
+    final: list[tuple[T, str]] = []
+    retry: list[tuple[T, str]] = []
+    for attempt in range(CALL_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(backoff_delay(attempt - 1, 0.05, 1.0))
+        try:
+            response = await call(
+                QueueUrl=url, Entries=[entry(str(i), item) for i, item in enumerate(pending)]
+            )
+        except Exception as exc:
+            return final + [(item, _error_code(exc)) for item in pending]
+        retry = []
+        for failure in response.get("Failed", ()):
+            item = pending[int(failure["Id"])]
+            code = str(failure.get("Code", "Failed"))
+            (final if failure.get("SenderFault") else retry).append((item, code))
+        if not retry:
+            break
+        pending = [item for item, _ in retry]
+    return final + retry
+
+
+def _delete_entry(entry_id: str, rec: Record) -> dict[str, Any]:
+    return {"Id": entry_id, "ReceiptHandle": rec.meta["ReceiptHandle"]}
+
+
+def _summary(failures: Iterable[tuple[Any, str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _, code in failures:
+        counts[code] = counts.get(code, 0) + 1
+    return counts
+
+
+class SQSSource:
+    """An SQS queue (standard or FIFO) feeding one event source mapping, as Lambda polls it.
+
+    ``queue`` is a queue URL, an ARN or a name. ``region_name``, ``endpoint_url``, the keys and
+    ``profile_name`` default to the usual AWS chain (environment, config files, instance role).
+
+    Pollers: ``min_pollers`` receive from the start; one more joins every second in which
+    receives kept coming back full and none empty, up to the mapping's
+    ``maximum_concurrency`` (or ``max_pollers`` when it sets none; AWS starts with five), and
+    one stops receiving every second in which receives came back empty and none full. Each
+    poller runs one invocation at a time, so pollers are the mapping's concurrency. FIFO
+    queues keep order per ``MessageGroupId`` across pollers because SQS returns no message of
+    a group while another of that group is in flight, and a FIFO poller receives again only
+    once its previous messages are settled.
+
+    Lambda refuses a queue whose visibility timeout is shorter than the function's timeout.
+    This source warns when the mapped function's timeout is longer (it extends visibility
+    while a handler runs, so no duplicate follows), and refuses with a
+    :class:`~streamfn.errors.ConfigError` when ``function_timeout`` is given explicitly.
+    Visibility is extended every third of the queue's visibility timeout for each message
+    still in flight.
+
+    Failed messages come back after the visibility timeout, as on Lambda, unless
+    ``retry_delay`` is set: then they come back after ``retry_delay * 2 ** (receives - 1)``
+    seconds (at most ``retry_max_delay``), set with ChangeMessageVisibility. For queues without
+    a redrive policy, ``dead_letter`` with ``max_receives`` sends a message that failed on its
+    ``max_receives``-th receive to that destination (as its Lambda event record) and deletes it.
+    """
+
+    kind = "sqs"
+    default_batch_size = 10
+    default_batching_window = 0.0
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile_name: str | None = None,
+        function_timeout: float | None = None,
+        min_pollers: int = 1,
+        max_pollers: int = 5,
+        retry_delay: float | None = None,
+        retry_max_delay: float = 900.0,
+        dead_letter: Destination | None = None,
+        max_receives: int | None = None,
+    ) -> None:
+        self.ref = _QueueRef.parse(queue)
+        _check_pollers(min_pollers, max_pollers)
+        if function_timeout is not None:
+            _check_seconds("function_timeout", function_timeout, 900)
+        if retry_delay is not None:
+            _check_seconds("retry_delay", retry_delay, MAX_VISIBILITY)
+        _check_seconds("retry_max_delay", retry_max_delay, MAX_VISIBILITY)
+        if (dead_letter is None) != (max_receives is None):
+            raise ConfigError("dead_letter and max_receives go together: set both or neither")
+        if max_receives is not None and (
+            isinstance(max_receives, bool)
+            or not isinstance(max_receives, int)
+            or not 1 <= max_receives <= 1000
+        ):
+            raise ConfigError.out_of_range("max_receives", max_receives, "an integer 1-1000")
+        self.queue = queue
+        self.fifo = self.ref.fifo
+        self.function_timeout = function_timeout
+        self._mapped_timeout: float | None = None
+        self.min_pollers = min_pollers
+        self.max_pollers = max_pollers
+        self.retry_delay = retry_delay
+        self.retry_max_delay = retry_max_delay
+        self.dead_letter = dead_letter
+        self.max_receives = max_receives
+        self._connection = _Connection(
+            region_name or self.ref.region,
+            endpoint_url,
+            aws_access_key_id,
+            aws_secret_access_key,
+            aws_session_token,
+            profile_name,
+        )
+        #: Counters for benchmarks and tests: messages received, deleted, released after a
+        #: failure, sent to dead_letter; pollers currently receiving.
+        self.received = 0
+        self.deleted = 0
+        self.released = 0
+        self.dead_lettered = 0
+        self.active_pollers = 0
+        self._client: Any = None
+        self._url = ""
+        self._arn = ""
+        self._region = ""
+        self._visibility = 0
+        self._receive_max = MAX_RECEIVE
+        self._overhead = _RECORD_OVERHEAD
+        self._next_offset = 0
+        self._pollers: dict[str, _Poller] = {}
+        self._group_owners: dict[bytes | None, _Poller] = {}  # FIFO
+        self._orphans: set[asyncio.Future[Any]] = set()  # receives whose fetch was cancelled
+        self._visibility_lock = asyncio.Lock()
+        self._full = 0  # receives that came back full since the last scaling decision
+        self._empty = 0  # receives that came back empty since then
+
+    def describe(self) -> str:
+        return f"sqs://{self.ref.name}"
+
+    async def run(self, config: MappingConfig, listener: AssignmentListener) -> None:
+        self._receive_max = self._check_batching(config)
+        self._mapped_timeout = config.function_timeout
+        high = config.maximum_concurrency or self.max_pollers
+        low = min(self.min_pollers, high)
+        self._pollers, self._group_owners, self._orphans = {}, {}, set()
+        self._visibility_lock = asyncio.Lock()
+        async with self._connection.client(2 * high + 10) as client:
+            await self._open(client)
+            self._client = client
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    if self._visibility > 0:
+                        tg.create_task(self._heartbeat())
+                    await self._scale(listener, low, high)
+            finally:
+                await self._abandon_all()
+                self._client = None
+
+    def _check_batching(self, config: MappingConfig) -> int:
+        """Lambda's batching rules for SQS, checked before connecting; returns how many
+        messages one receive asks for (never more than a batch, so a FIFO batch is exactly
+        one receive)."""
+        batch = config.batch_size or self.default_batch_size
+        window = config.maximum_batching_window or 0.0
+        if self.fifo and batch > FIFO_MAX_BATCH:
+            raise ConfigError.out_of_range(
+                "batch_size", batch, f"1-{FIFO_MAX_BATCH} for FIFO queue {self.ref.name!r}"
+            )
+        if self.fifo and window > 0:
+            raise ConfigError(
+                f"maximum_batching_window={window!r} is invalid: FIFO queue {self.ref.name!r} "
+                "takes no batching window"
+            )
+        if batch > MAX_RECEIVE and window < 1:
+            raise ConfigError(
+                f"batch_size={batch} needs maximum_batching_window >= 1 second "
+                f"(Lambda's rule for SQS batches above {MAX_RECEIVE}), not {window!r}"
+            )
+        return min(MAX_RECEIVE, batch)
+
+    async def _open(self, client: Any) -> None:
+        """Resolve the queue and read the attributes the source depends on."""
+        try:
+            self._url = await _resolve_url(client, self.ref)
+            response = await client.get_queue_attributes(
+                QueueUrl=self._url,
+                AttributeNames=["QueueArn", "VisibilityTimeout", "RedrivePolicy"],
+            )
+        except Exception as exc:
+            error = _fatal(exc, self.queue, self._connection.endpoint)
+            if error is not None:
+                raise error from exc
+            raise SourceError(f"cannot open SQS queue {self.queue!r}: {exc}") from exc
+        attributes = response["Attributes"]
+        self._arn = attributes["QueueArn"]
+        self._region = client.meta.region_name
+        self._visibility = int(attributes["VisibilityTimeout"])
+        self._overhead = _RECORD_OVERHEAD + len(self._arn) + len(self._region)
+        if self.function_timeout is not None and self._visibility < self.function_timeout:
+            raise ConfigError(
+                f"SQS queue {self.ref.name!r} has a visibility timeout of {self._visibility} s, "
+                f"shorter than the function timeout of {self.function_timeout:g} s; Lambda "
+                "refuses this mapping: raise the queue's VisibilityTimeout"
+            )
+        mapped = self._mapped_timeout
+        if self.function_timeout is None and mapped is not None and self._visibility < mapped:
+            log.warning(
+                "queue visibility timeout is shorter than the function timeout; Lambda would "
+                "refuse this mapping, streamfn extends visibility while the handler runs",
+                extra={"queue": self.ref.name, "visibility": self._visibility, "timeout": mapped},
+            )
+        if self.max_receives is not None and "RedrivePolicy" in attributes:
+            log.warning(
+                "queue has a redrive policy; its dead-letter queue may take messages first",
+                extra={"queue": self.ref.name, "redrive_policy": attributes["RedrivePolicy"]},
+            )
+        log.info(
+            "sqs queue opened",
+            extra={
+                "queue": self._url,
+                "fifo": self.fifo,
+                "visibility_timeout": self._visibility,
+            },
+        )
+
+    async def _scale(self, listener: AssignmentListener, low: int, high: int) -> None:
+        """Start ``low`` pollers, then add or pause one per interval as receives say."""
+        await self._set_pollers(listener, low)
+        while True:
+            await asyncio.sleep(SCALE_INTERVAL)
+            full, empty = self._full, self._empty
+            self._full = self._empty = 0
+            if full and not empty and self.active_pollers < high:
+                await self._set_pollers(listener, self.active_pollers + 1)
+            elif empty and not full and self.active_pollers > low:
+                await self._set_pollers(listener, self.active_pollers - 1)
+
+    async def _set_pollers(self, listener: AssignmentListener, count: int) -> None:
+        """Let the first ``count`` pollers receive and pause the others. A paused poller keeps
+        its partition (its last batch finishes normally) and simply stops receiving."""
+        new = [f"poller-{i}" for i in range(len(self._pollers), count)]
+        for name in new:
+            self._pollers[name] = _Poller()
+        for i, poller in enumerate(self._pollers.values()):
+            if i < count:
+                poller.gate.set()
+            else:
+                poller.gate.clear()
+        self.active_pollers = count
+        if new:
+            await listener.assigned(new)
+
+    async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:
+        if not await self._may_receive(partition, timeout):
+            return ()
+        count = min(self._receive_max, max_records)
+        # Whole seconds, at least one: a zero wait is short polling, which spins on an idle queue.
+        wait = min(MAX_WAIT, max(1, math.ceil(timeout)))
+        receive = asyncio.ensure_future(
+            self._client.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=count,
+                WaitTimeSeconds=wait,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        )
+        try:
+            response = await asyncio.shield(receive)
+        except asyncio.CancelledError:
+            # SQS completes the receive anyway; run() releases what it returns on exit, or
+            # those messages would stay invisible for a whole visibility timeout.
+            self._orphans.add(receive)
+            raise
+        except ClientError as exc:  # anything else is transient: the poller backs off
+            error = _fatal(exc, self.queue, self._connection.endpoint)
+            if error is not None:
+                raise error from exc
+            raise
+        messages = response.get("Messages")
+        if not messages:
+            self._empty += 1
+            return ()
+        if len(messages) == count:
+            self._full += 1
+        records = self._records(partition, messages)
+        return await self._claim_groups(partition, records) if self.fifo else records
+
+    async def _may_receive(self, partition: str, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until this poller is active and, for FIFO, holds nothing
+        unsettled: a FIFO batch never spans two receives, so a failure can release the rest
+        of its group before any later message of that group is received."""
+        poller = self._pollers[partition]
+        gate = poller.gate
+        if gate.is_set() and not (self.fifo and poller.held):
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                if not gate.is_set():
+                    await gate.wait()
+                if self.fifo and poller.held:
+                    poller.settled.clear()
+                    await poller.settled.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def _records(self, partition: str, messages: list[dict[str, Any]]) -> list[Record]:
+        poller = self._pollers[partition]
+        held, ids = poller.held, poller.ids
+        overhead = self._overhead
+        offset = self._next_offset
+        records = []
+        for message in messages:
+            attributes = message["Attributes"]
+            group = attributes.get("MessageGroupId")
+            rec = Record(
+                partition,
+                offset,
+                message.pop("Body").encode(),
+                group.encode() if group is not None else None,
+                int(attributes["SentTimestamp"]) / 1000,
+                meta=message,
+            )
+            rec.size += overhead + _metadata_size(message)
+            held[offset] = rec
+            ids[message["MessageId"]] = offset
+            records.append(rec)
+            offset += 1
+        self._next_offset = offset
+        self.received += len(records)
+        return records
+
+    async def settle(
+        self, partition: str, succeeded: Sequence[Record], failed: Sequence[Record]
+    ) -> None:
+        """Delete ``succeeded`` and release ``failed``; never raises for an SQS failure (the
+        message then simply comes back: at-least-once)."""
+        poller = self._pollers[partition]
+        if self.fifo and (failed or poller.failed_at):
+            succeeded, failed = poller.hold_back(succeeded, failed)
+        poller.forget(succeeded)
+        poller.forget(failed)
+        if self.max_receives is not None and failed:
+            delivered, failed = await self._dead_letter(failed)
+            succeeded = [*succeeded, *delivered]
+        await asyncio.gather(self._delete(succeeded), self._release(failed))
+        if self.fifo and not poller.held:
+            self._disown_groups(poller)
+            poller.settled.set()
+
+    async def _claim_groups(self, partition: str, records: list[Record]) -> list[Record]:
+        """FIFO: a group belongs to one poller until it settles all it received. SQS already
+        returns no message of a group with one in flight; this also holds when it does
+        (moto's concurrent receives, a visibility that ran out): such messages go back."""
+        poller = self._pollers[partition]
+        owners = self._group_owners
+        mine: list[Record] = []
+        taken: list[Record] = []
+        for rec in records:
+            if owners.setdefault(rec.key, poller) is poller:
+                poller.groups.add(rec.key)
+                mine.append(rec)
+            else:
+                taken.append(rec)
+        if taken:
+            poller.forget(taken)
+            await self._change_visibility(_handles(taken), _release_now_entry, "release")
+        return mine
+
+    def _disown_groups(self, poller: _Poller) -> None:
+        for group in poller.groups:
+            if self._group_owners.get(group) is poller:
+                del self._group_owners[group]
+        poller.groups.clear()
+        poller.failed_at.clear()
+
+    async def _delete(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        failures = await _call_by_ten(
+            self._client.delete_message_batch, self._url, records, _delete_entry
+        )
+        self.deleted += len(records) - len(failures)
+        if failures:
+            log.warning(
+                "could not delete messages; they will be delivered again",
+                extra={"queue": self.ref.name, "errors": _summary(failures)},
+            )
+
+    async def _release(self, records: Sequence[Record]) -> None:
+        """Failed messages come back after the visibility timeout, or after the retry delay."""
+        if not records:
+            return
+        self.released += len(records)
+        if self.retry_delay is not None:
+            await self._change_visibility(records, self._delay_entry, "retry delay")
+
+    def _delay_entry(self, entry_id: str, rec: Record) -> dict[str, Any]:
+        assert self.retry_delay is not None
+        receives = int(rec.meta["Attributes"]["ApproximateReceiveCount"])
+        delay = min(self.retry_max_delay, self.retry_delay * 2.0 ** max(0, receives - 1))
+        return {
+            "Id": entry_id,
+            "ReceiptHandle": rec.meta["ReceiptHandle"],
+            "VisibilityTimeout": min(MAX_VISIBILITY, math.ceil(delay)),
+        }
+
+    async def _dead_letter(self, failed: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+        """Send messages that failed on their ``max_receives``-th receive to ``dead_letter``;
+        returns (delivered, still failed). One that cannot be sent stays failed."""
+        assert self.dead_letter is not None and self.max_receives is not None
+        limit = self.max_receives
+        doomed = [
+            r for r in failed if int(r.meta["Attributes"]["ApproximateReceiveCount"]) >= limit
+        ]
+        if not doomed:
+            return [], list(failed)
+        destination = self.dead_letter
+        results = await asyncio.gather(
+            *(destination.send(self._event_record(r), key=r.key) for r in doomed),
+            return_exceptions=True,
+        )
+        delivered = [r for r, res in zip(doomed, results, strict=True) if res is None]
+        errors = [res for res in results if res is not None]
+        if errors:
+            log.error(
+                "dead_letter destination failed; messages stay in the queue",
+                extra={"destination": destination.describe(), "error": repr(errors[0])},
+            )
+        self.dead_lettered += len(delivered)
+        sent = {r.offset for r in delivered}
+        return delivered, [r for r in failed if r.offset not in sent]
+
+    async def _heartbeat(self) -> None:
+        """Extend the visibility of every message received and not yet settled, every third
+        of the visibility timeout, so a handler slower than the timeout causes no duplicate."""
+        while True:
+            await asyncio.sleep(self._visibility / 3)
+            async with self._visibility_lock:
+                held = self._all_held()
+                if not held:
+                    continue
+                failures = await _call_by_ten(
+                    self._client.change_message_visibility_batch,
+                    self._url,
+                    held,
+                    self._extend_entry,
+                )
+            lost = [f for f in failures if f[0].offset in self._pollers[f[0].partition].held]
+            if lost:
+                log.warning(
+                    "could not extend visibility; messages may be delivered twice",
+                    extra={"queue": self.ref.name, "errors": _summary(lost)},
+                )
+
+    def _extend_entry(self, entry_id: str, rec: Record) -> dict[str, Any]:
+        return {
+            "Id": entry_id,
+            "ReceiptHandle": rec.meta["ReceiptHandle"],
+            "VisibilityTimeout": self._visibility,
+        }
+
+    async def _change_visibility(
+        self, items: Sequence[T], entry: Callable[[str, T], dict[str, Any]], purpose: str
+    ) -> None:
+        """ChangeMessageVisibility after any running heartbeat call, so that an extension
+        never lands after (and undoes) a release."""
+        async with self._visibility_lock:
+            failures = await _call_by_ten(
+                self._client.change_message_visibility_batch, self._url, items, entry
+            )
+        if failures:
+            log.warning(
+                f"could not set the {purpose}; messages come back after the visibility timeout",
+                extra={"queue": self.ref.name, "errors": _summary(failures)},
+            )
+
+    async def _abandon_all(self) -> None:
+        """Messages received but never settled (a stopped batch, a poller's buffer, a receive
+        whose fetch was cancelled) become visible at once, so another worker or the next
+        start takes them without waiting for the visibility timeout."""
+        handles = _handles(self._all_held())
+        for poller in self._pollers.values():
+            poller.forget(list(poller.held.values()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ABANDON_TIMEOUT):
+                if self._orphans:
+                    await asyncio.wait(self._orphans)
+                    handles += [m["ReceiptHandle"] for m in _orphaned_messages(self._orphans)]
+                if handles:
+                    await self._change_visibility(handles, _release_now_entry, "release")
+        for receive in self._orphans:
+            receive.cancel()
+
+    def _all_held(self) -> list[Record]:
+        return [rec for poller in self._pollers.values() for rec in poller.held.values()]
+
+    def item_identifier(self, record: Record) -> Any:
+        return record.meta["MessageId"]
+
+    def identify(self, partition: str, item_identifier: Any) -> int:
+        if not isinstance(item_identifier, str):
+            raise ValueError(f"invalid itemIdentifier {item_identifier!r}: not a messageId")
+        try:
+            return self._pollers[partition].ids[item_identifier]
+        except KeyError:
+            raise ValueError(
+                f"itemIdentifier {item_identifier!r} names no message of this batch"
+            ) from None
+
+    def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
+        return {"Records": [self._event_record(rec) for rec in records]}
+
+    def _event_record(self, rec: Record) -> dict[str, Any]:
+        """One record of Lambda's SQS event (``aws:sqs``)."""
+        message = rec.meta
+        out: dict[str, Any] = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": rec.value.decode(),
+            "attributes": dict(message["Attributes"]),
+            "messageAttributes": _lambda_attributes(message.get("MessageAttributes", {})),
+            "md5OfBody": message["MD5OfBody"],
+        }
+        if "MD5OfMessageAttributes" in message:
+            out["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+        out["eventSource"] = "aws:sqs"
+        out["eventSourceARN"] = self._arn
+        out["awsRegion"] = self._region
+        return out
+
+    def filter_view(self, record: Record) -> dict[str, Any]:
+        try:
+            body: Any = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            body = record.value.decode()
+        message = record.meta
+        return {
+            "body": body,
+            "attributes": message["Attributes"],
+            "messageAttributes": _lambda_attributes(message.get("MessageAttributes", {})),
+        }
+
+
+def _handles(records: Iterable[Record]) -> list[str]:
+    return [rec.meta["ReceiptHandle"] for rec in records]
+
+
+def _release_now_entry(entry_id: str, handle: str) -> dict[str, Any]:
+    return {"Id": entry_id, "ReceiptHandle": handle, "VisibilityTimeout": 0}
+
+
+def _orphaned_messages(receives: Iterable[asyncio.Future[Any]]) -> list[dict[str, Any]]:
+    """The messages the finished receives brought back (a failed one brought none)."""
+    messages: list[dict[str, Any]] = []
+    for receive in receives:
+        if receive.done() and not receive.cancelled() and receive.exception() is None:
+            messages.extend(receive.result().get("Messages", ()))
+    return messages
+
+
+def _check_pollers(low: object, high: object) -> None:
+    for name, value in (("min_pollers", low), ("max_pollers", high)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            raise ConfigError.out_of_range(name, value, "an integer 1-1000")
+    assert isinstance(low, int) and isinstance(high, int)
+    if low > high:
+        raise ConfigError(f"min_pollers={low} is invalid: must be <= max_pollers={high}")
+
+
+def _check_seconds(name: str, value: object, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+        raise ConfigError.out_of_range(name, value, f"a number of seconds from 0 to {high:g}")
+
+
+def _group_id(key: bytes | None) -> str:
+    """A MessageGroupId for a FIFO destination: the record's key when it is a valid one."""
+    if key is None:
+        return "streamfn"
+    if _GROUP_ID.fullmatch(key):
+        return key.decode("ascii")
+    return hashlib.sha256(key).hexdigest()
+
+
+class SQSDestination:
+    """Sends each record as a JSON message to an SQS queue (SendMessage), returning only once
+    SQS accepted it; :meth:`send_many` sends several with SendMessageBatch.
+
+    For a FIFO queue the record's key (the source record's key) is the MessageGroupId, so
+    records of one key stay in order, and the body's SHA-256 is the deduplication id, so a
+    retried send within SQS's five-minute window is not stored twice. The client starts on the
+    first send; whoever created the destination calls :meth:`close` (or uses ``async with``).
+    """
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        include_payload: bool = False,
+        region_name: str | None = None,
+        endpoint_url: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        profile_name: str | None = None,
+    ) -> None:
+        self.ref = _QueueRef.parse(queue)
+        self.queue = queue
+        self.include_payload = include_payload
+        self._connection = _Connection(
+            region_name or self.ref.region,
+            endpoint_url,
+            aws_access_key_id,
+            aws_secret_access_key,
+            aws_session_token,
+            profile_name,
+        )
+        self._lock = asyncio.Lock()
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._url = ""
+
+    def describe(self) -> str:
+        return f"sqs://{self.ref.name}"
+
+    async def _opened(self) -> Any:
+        async with self._lock:
+            if self._client is not None:
+                return self._client
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    client = await stack.enter_async_context(self._connection.client(10))
+                    self._url = await _resolve_url(client, self.ref)
+                except Exception as exc:
+                    error = _fatal(exc, self.queue, self._connection.endpoint)
+                    raise DestinationError(str(error or exc)) from exc
+                self._stack = stack.pop_all()
+            self._client = client
+            return client
+
+    async def close(self) -> None:
+        """Close the client; a later send opens a new one."""
+        async with self._lock:
+            stack, self._stack, self._client = self._stack, None, None
+            if stack is not None:
+                await stack.aclose()
+
+    async def __aenter__(self) -> SQSDestination:
+        await self._opened()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _message(self, record: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
+        body = orjson.dumps(record).decode()
+        message: dict[str, Any] = {"MessageBody": body}
+        if self.ref.fifo:
+            message["MessageGroupId"] = _group_id(key)
+            message["MessageDeduplicationId"] = hashlib.sha256(body.encode()).hexdigest()
+        return message
+
+    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
+        client = self._client or await self._opened()
+        try:
+            await client.send_message(QueueUrl=self._url, **self._message(record, key))
+        except Exception as exc:
+            raise DestinationError(f"{self.describe()} refused the record: {exc}") from exc
+
+    async def send_many(
+        self, records: Sequence[Mapping[str, Any]], *, key: bytes | None = None
+    ) -> None:
+        """Send ``records`` ten a call; raises DestinationError when any could not be sent
+        (the others are stored: a retry may duplicate them, as with any at-least-once send)."""
+        client = self._client or await self._opened()
+        messages = [self._message(record, key) for record in records]
+        failures = await _call_by_ten(client.send_message_batch, self._url, messages, _entry)
+        if failures:
+            raise DestinationError(
+                f"{self.describe()} refused {len(failures)} of {len(records)} records: "
+                f"{_summary(failures)}"
+            )
+
+
+def _entry(entry_id: str, message: dict[str, Any]) -> dict[str, Any]:
+    return {"Id": entry_id, **message}

@@ -1,0 +1,235 @@
+"""``streamfn bench sqs``: drain an SQS queue with a raw aiobotocore receive /
+delete_message_batch loop and with streamfn (SQSSource and a no-op batch handler), side by
+side, once per number of concurrent pollers.
+
+moto's SQS slows down as a queue grows (every call walks the whole queue), so the queue never
+holds more than ``--depth`` messages: it starts with that many and a refiller sends ten more
+each time ten are deleted, until ``--messages`` were sent. Both sides receive ten at a time
+with every attribute, delete with DeleteMessageBatch, share the event loop with the same
+refiller, and are timed from their first received message to their last deletion. Without
+``--endpoint-url`` a moto server is started on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiobotocore.session import AioSession
+
+from connectors.sqs import SQSSource
+from streamfn.app import App
+from streamfn.context import Context
+from streamfn.record import Batch
+from streamfn.runtime import run_loop
+
+RECEIVE = {"MaxNumberOfMessages": 10, "WaitTimeSeconds": 1}
+ALL_ATTRIBUTES = {"MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
+PROGRESS_POLL = 0.002  # seconds between two looks at the deletion count
+MOTO_CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url", help="an SQS endpoint to use instead of starting a moto server"
+    )
+    parser.add_argument("--region", default="us-east-1", help="AWS region (default us-east-1)")
+    parser.add_argument(
+        "--messages", type=int, default=5000, help="messages drained per run (default 5000)"
+    )
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=20,
+        help="most messages in the queue at once, in flight included; moto's calls slow "
+        "down in proportion to it (default 20)",
+    )
+    parser.add_argument("--size", type=int, default=100, help="message body bytes (default 100)")
+    parser.add_argument(
+        "--pollers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="concurrent pollers (raw: receive loops); one row each (default 1)",
+    )
+
+
+@dataclass
+class _Run:
+    """One side's drain: what was sent and deleted, and when it started and ended."""
+
+    total: int
+    depth: int
+    sent: int = 0
+    deleted: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = time.perf_counter()
+
+    @property
+    def rate(self) -> float:
+        return self.total / (self.finished - self.started)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _moto_server(timeout: float = 30.0) -> Iterator[str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto server exited with {process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"moto server not listening after {timeout} s") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def _fill(client: Any, url: str, run: _Run, body: str, until: int) -> None:
+    """Send until ``until`` messages were sent, never holding more than ``run.depth``."""
+    entries = [{"Id": str(i), "MessageBody": body} for i in range(10)]
+    while run.sent < until:
+        if run.sent - run.deleted + 10 > run.depth:
+            await asyncio.sleep(PROGRESS_POLL)
+            continue
+        count = min(10, until - run.sent)
+        await client.send_message_batch(QueueUrl=url, Entries=entries[:count])
+        run.sent += count
+
+
+async def _raw_poller(client: Any, url: str, run: _Run, drained: asyncio.Event) -> None:
+    while True:
+        response = await client.receive_message(QueueUrl=url, **RECEIVE, **ALL_ATTRIBUTES)
+        messages = response.get("Messages")
+        if not messages:
+            continue
+        run.start()
+        await client.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+        run.deleted += len(messages)
+        if run.deleted >= run.total:
+            run.finished = time.perf_counter()
+            drained.set()
+
+
+async def _raw(client: Any, url: str, run: _Run, body: str, pollers: int) -> None:
+    drained = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_fill(client, url, run, body, run.total))
+        tasks = [tg.create_task(_raw_poller(client, url, run, drained)) for _ in range(pollers)]
+        await drained.wait()
+        for task in tasks:  # the others are waiting in a long poll
+            task.cancel()
+
+
+async def _streamfn(
+    client: Any, url: str, run: _Run, body: str, pollers: int, options: dict[str, Any]
+) -> None:
+    source = SQSSource(url, min_pollers=pollers, max_pollers=pollers, **options)
+    app = App("bench-sqs")
+
+    @app.consume(source, batch_size=10)
+    async def handler(batch: Batch, context: Context) -> None:
+        run.start()
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(_fill(client, url, run, body, run.total))
+        async with app.running():
+            while source.deleted < run.total:
+                run.deleted = source.deleted
+                await asyncio.sleep(PROGRESS_POLL)
+            run.finished = time.perf_counter()
+
+
+async def _side(side: str, args: argparse.Namespace, endpoint: str, pollers: int) -> float:
+    """Drain a fresh queue with one side and return its messages/s."""
+    options: dict[str, Any] = {"endpoint_url": endpoint, "region_name": args.region}
+    if args.endpoint_url is None:
+        options.update(MOTO_CREDENTIALS)
+    body = "x" * args.size
+    run = _Run(args.messages, args.depth)
+    async with AioSession().create_client("sqs", **options) as client:
+        name = f"bench-{side}-{pollers}-{uuid.uuid4().hex[:8]}"
+        url = (await client.create_queue(QueueName=name))["QueueUrl"]
+        try:
+            await _fill(client, url, run, body, min(args.depth, args.messages))
+            if side == "raw":
+                await _raw(client, url, run, body, pollers)
+            else:
+                await _streamfn(client, url, run, body, pollers, options)
+        finally:
+            await client.delete_queue(QueueUrl=url)
+    return run.rate
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.messages < 10 or args.depth < 10 or args.size < 1 or min(args.pollers) < 1:
+        print(
+            "streamfn bench sqs: --messages and --depth must be >= 10, --size and --pollers >= 1",
+            file=sys.stderr,
+        )
+        return 2
+    with contextlib.ExitStack() as stack:
+        endpoint = args.endpoint_url or stack.enter_context(_moto_server())
+        rows = []
+        for pollers in args.pollers:
+            raw = run_loop(_side("raw", args, endpoint, pollers))
+            streamfn = run_loop(_side("streamfn", args, endpoint, pollers))
+            rows.append(
+                {"pollers": pollers, "raw": raw, "streamfn": streamfn, "ratio": streamfn / raw}
+            )
+    _report(args, endpoint, rows)
+    return 0
+
+
+def _report(args: argparse.Namespace, endpoint: str, rows: list[dict[str, Any]]) -> None:
+    if getattr(args, "json", False):
+        summary = {"messages": args.messages, "depth": args.depth, "size": args.size}
+        print(orjson.dumps({**summary, "endpoint": endpoint, "rows": rows}).decode())
+        return
+    print(
+        f"sqs drain: {args.messages} messages of {args.size} bytes, queue depth <= "
+        f"{args.depth}, batches of 10, endpoint {endpoint}"
+    )
+    print(f"{'pollers':>7}  {'raw msg/s':>10}  {'streamfn msg/s':>14}  {'streamfn/raw':>12}")
+    for row in rows:
+        print(
+            f"{row['pollers']:>7}  {row['raw']:>10.1f}  {row['streamfn']:>14.1f}  "
+            f"{row['ratio']:>11.2f}x"
+        )
