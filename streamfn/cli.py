@@ -33,6 +33,10 @@ BENCH_SCENARIOS = {
         "connectors.kafka_bench",
         "drain a Kafka topic with streamfn and with a raw aiokafka loop, side by side",
     ),
+    "sqs": (
+        "connectors.sqs_bench",
+        "drain an SQS queue with streamfn and with a raw aiobotocore loop, per poller count",
+    ),
 }
 
 
