@@ -496,9 +496,12 @@ class KafkaDestination:
     it (``acks="all"``), keeping the given key (AWS keeps the original record's key).
 
     ``include_payload`` is on by default: AWS puts the whole event under ``"payload"`` for a
-    Kafka topic destination. The producer starts on the first :meth:`send` (or on
-    :meth:`start` / ``async with``); the app has no destination lifecycle, so whoever created
-    the destination calls :meth:`close` (or leaves the ``async with``) when done.
+    Kafka topic destination. As on AWS, a failed batch becomes one message per record
+    (``per_record``), keyed like the record, whose ``KafkaBatchInfo`` carries ``recordInfo``
+    (offset, timestamp) and whose ``payload`` is the event object, not a string.
+
+    The producer starts on the first :meth:`send` (or on :meth:`start` / ``async with``); a
+    mapping closes its on_failure destination when it stops, other owners call :meth:`close`.
     ``producer_options`` passes any other AIOKafkaProducer option through (tansu refuses
     ``enable_idempotence=True``; a full Kafka broker accepts it).
     """
@@ -574,9 +577,30 @@ class KafkaDestination:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    per_record = True
+
     async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
         producer = self._producer or await self._started()
         try:
-            await producer.send_and_wait(self.topic, orjson.dumps(record), key=key)
+            await producer.send_and_wait(self.topic, orjson.dumps(_topic_shape(record)), key=key)
         except KafkaError as exc:
             raise DestinationError(f"{self.describe()} refused the record: {exc!r}") from exc
+
+
+def _topic_shape(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The on-failure record as AWS writes it to a Kafka topic: ``recordInfo`` of the one
+    record instead of ``recordsInfo``, and the payload as an object."""
+    info = record.get("KafkaBatchInfo")
+    if not isinstance(info, dict) or len(info.get("recordsInfo") or ()) != 1:
+        return record
+    [only] = info["recordsInfo"].values()
+    shaped = dict(record)
+    shaped["KafkaBatchInfo"] = {k: v for k, v in info.items() if k != "recordsInfo"} | {
+        "recordInfo": {
+            "offset": only["firstRecordOffset"],
+            "timestamp": only["firstRecordTimestamp"],
+        }
+    }
+    if isinstance(shaped.get("payload"), str):
+        shaped["payload"] = orjson.loads(shaped["payload"])
+    return shaped

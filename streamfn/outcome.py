@@ -165,35 +165,53 @@ class StreamOutcome:
         result: InvocationResult | None,
         stop: asyncio.Event,
     ) -> None:
-        info = self.source.batch_info(partition, batch)
-        if self.on_failure is None:
+        destination = self.on_failure
+        if destination is None:
             log.warning(
                 "discarding records: no on_failure destination",
-                extra={"function": self.function.name, "condition": condition, "batch": info[1]},
+                extra={
+                    "function": self.function.name,
+                    "condition": condition,
+                    "batch": self.source.batch_info(partition, batch)[1],
+                },
             )
             return
-        record = failure_record(
-            request_id=result.request_id if result else str(uuid.uuid4()),
-            function_arn=self.function.config.arn,
-            condition=condition,
-            invoke_count=invokes,
-            batch_info=info,
-            function_error="Unhandled" if result is not None and result.error else None,
-            payload=(
-                self.source.lambda_event(partition, batch)
-                if self.on_failure.include_payload
-                else None
-            ),
-        )
+        # A Kafka topic destination gets one message per record, keyed like the record.
+        groups = [[r] for r in batch] if getattr(destination, "per_record", False) else [batch]
+        for records in groups:
+            record = failure_record(
+                request_id=result.request_id if result else str(uuid.uuid4()),
+                function_arn=self.function.config.arn,
+                condition=condition,
+                invoke_count=invokes,
+                batch_info=self.source.batch_info(partition, records),
+                function_error="Unhandled" if result is not None and result.error else None,
+                payload=(
+                    self.source.lambda_event(partition, records)
+                    if destination.include_payload
+                    else None
+                ),
+            )
+            await self._deliver(destination, record, records[0].key, stop)
+
+    async def _deliver(
+        self,
+        destination: Destination,
+        record: dict[str, Any],
+        key: bytes | None,
+        stop: asyncio.Event,
+    ) -> None:
+        """Send until the destination stores the record: a destination that is down must not
+        lose it, and the checkpoint waits."""
         attempt = 0
         while True:
             try:
-                await self.on_failure.send(record, key=batch[0].key)
+                await destination.send(record, key=key)
                 return
-            except Exception as exc:  # a destination that is down must not lose the records
+            except Exception as exc:
                 log.error(
                     "on_failure destination failed; retrying",
-                    extra={"destination": self.on_failure.describe(), "error": repr(exc)},
+                    extra={"destination": destination.describe(), "error": repr(exc)},
                 )
             await self._pause(
                 retry_delay(attempt, self.config.retry_base_delay, self.config.retry_max_delay),
