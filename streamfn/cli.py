@@ -37,6 +37,10 @@ BENCH_SCENARIOS = {
         "connectors.sqs_bench",
         "drain an SQS queue with streamfn and with a raw aiobotocore loop, per poller count",
     ),
+    "kinesis": (
+        "connectors.kinesis_bench",
+        "drain a Kinesis stream with streamfn and with a raw GetRecords loop, same call rate",
+    ),
 }
 
 

@@ -16,6 +16,7 @@ from .filters import FilterCriteria
 from .outcome import QueueOutcome, StreamOutcome
 from .poller import PartitionRunner
 from .source import QueueSource, Source
+from .windows import WindowedOutcome
 
 log = logging.getLogger("streamfn.mapping")
 
@@ -67,7 +68,8 @@ class Mapping:
             self.outcome = QueueOutcome(function, source, self.config)
         else:
             self._stream = source
-            self.outcome = StreamOutcome(function, source, self.config, on_failure, max_retries)
+            policy = WindowedOutcome if self.config.tumbling_window > 0 else StreamOutcome
+            self.outcome = policy(function, source, self.config, on_failure, max_retries)
         self.runners: dict[str, tuple[PartitionRunner, asyncio.Task[None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
