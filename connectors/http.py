@@ -1,8 +1,16 @@
-"""Lambda's Invoke API over HTTP, so boto3, the AWS CLI and SDKs can call streamfn functions.
+"""Lambda's Invoke API over HTTP, so boto3, the AWS CLI and SDKs can call streamfn functions;
+plus function URLs (see :mod:`connectors.http_urls`) and the operational endpoints.
 
 A plain ASGI callable (no framework: the invoke path is bytes in, orjson out) served by uvicorn with
 httptools. Service errors follow botocore's rest-json wire format: status code, ``x-amzn-ErrorType``
 header and a ``{"Type": ..., "message": ...}`` body, so SDKs raise their modelled exceptions.
+
+Routes (also described by ``connectors/http_openapi.json``, served at ``/openapi.json``):
+
+- ``POST /2015-03-31/functions/{FunctionName}/invocations[?Qualifier=]``: Invoke;
+- ``/urls/{function}/{path}`` or ``Host: {function}.lambda-url.{region}.*``: function URLs;
+- ``GET /health`` (the process serves), ``GET /ready`` (the app runs and is not stopping),
+  ``GET /metrics`` (Prometheus text format), ``GET /openapi.json``.
 """
 
 from __future__ import annotations
@@ -11,13 +19,14 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import os
 import re
 import socket
-import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -26,7 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamfn import App
 from streamfn.context import ClientContext
-from streamfn.dispatch import Function, InvocationResult
+from streamfn.dispatch import InvocationResult, current_request_id
 from streamfn.errors import (
     ConfigError,
     FunctionNotFound,
@@ -36,28 +45,49 @@ from streamfn.errors import (
     TooManyRequests,
 )
 
-log = logging.getLogger("streamfn.http")
+from .http_urls import FunctionUrls
+from .http_wire import (
+    JSON,
+    BodyTooLarge,
+    Disconnected,
+    Limits,
+    Receive,
+    Response,
+    Scope,
+    Send,
+    read_body,
+    request_id,
+    send_response,
+)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+log = logging.getLogger("streamfn.http")
 
 SYNC_PAYLOAD_LIMIT = 6_291_456  # bytes; AWS's RequestResponse request cap
 EVENT_PAYLOAD_LIMIT = 1_048_576  # bytes; AWS's Event request cap (1 MB since Oct 2025)
 # The synchronous response cap exactly as Lambda's runtime quotes it in its error message.
 RESPONSE_LIMIT = 6_291_556
 CLIENT_CONTEXT_LIMIT = 3_583  # bytes of base64
+OPENAPI_PATH = Path(__file__).with_name("http_openapi.json")
 
 _INVOCATION_TYPES = frozenset({b"RequestResponse", b"Event", b"DryRun"})
+_LOG_TYPES = frozenset({b"None", b"Tail"})
+# Media types an Invoke body may be declared as; anything else is "not JSON" (415).
+_PAYLOAD_TYPES = re.compile(
+    rb"\s*(application/(json|x-amz-json-1\.[01]|octet-stream|[\w.-]+\+json)|binary/octet-stream"
+    rb"|text/plain)\s*(;.*)?",
+    re.ASCII | re.IGNORECASE,
+)
 # Error shapes whose message member is capitalised in the Lambda service model.
 _CAPITALISED_MESSAGE = frozenset({"ResourceNotFoundException", "ServiceException"})
+_INVOKE_PATH = re.compile(r"/2015-03-31/functions/([^/]+)/invocations")
 # FunctionName forms: name, partial ARN and full ARN, each with an optional ":qualifier".
 _FUNCTION_NAME = re.compile(
     r"(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
     r"|(?P<partial_account>\d{12}):function:)?"
     r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
 )
+_TARGET_CACHE = 4096
+_QUALIFIER = re.compile(r"\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9_$-]{1,128}")
 
 
 class InvalidParameterValue(InvocationError):
@@ -68,6 +98,11 @@ class InvalidParameterValue(InvocationError):
 class ValidationError(InvocationError):
     error_type = "ValidationException"
     status = 400
+
+
+class UnsupportedMediaType(InvocationError):
+    error_type = "UnsupportedMediaTypeException"
+    status = 415
 
 
 class UnknownOperation(InvocationError):
@@ -84,82 +119,86 @@ class MethodNotAllowed(InvocationError):
         self.allow = allow
 
 
-class _Disconnected(Exception):
-    """The client went away before sending its whole body; there is no one to answer."""
-
-
-class Response(NamedTuple):
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-
-
-_HEALTHY = Response(200, [], b'{"status":"ok"}')
+_HEALTHY = Response(200, [JSON], b'{"status":"ok"}')
+_READY = Response(200, [JSON], b'{"status":"ready"}')
+_NOT_READY = Response(503, [JSON], b'{"status":"not ready"}')
 _ACCEPTED = Response(202, [], b"")
 _NO_CONTENT = Response(204, [], b"")
+_PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 
-Route = Callable[[re.Match[str], Scope, Receive, str], Awaitable[Response]]
+Handler = Callable[[Scope, Receive, str], Awaitable[Response]]
 
 
 class InvokeAPI:
-    """The ASGI application. It also owns the tasks of ``Event`` invocations, so the server can
-    wait for them on shutdown instead of dropping accepted events."""
+    """The ASGI application of one app: Invoke, function URLs and the operational routes."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, limits: Limits | None = None) -> None:
         self.app = app
-        self._background: set[asyncio.Task[None]] = set()
-        self._routes: list[tuple[re.Pattern[str], str, Route]] = [
-            (re.compile(r"/health"), "GET", self._health),
-            (re.compile(r"/2015-03-31/functions/([^/]+)/invocations"), "POST", self._invoke),
-        ]
+        self.limits = limits or Limits()
+        self.urls = FunctionUrls(app)
+        self._openapi: bytes | None = None
+        self._targets: dict[tuple[str, bytes], tuple[str, str | None, str]] = {}
+        self._routes: dict[str, tuple[str, Handler]] = {
+            "/health": ("GET", self._health),
+            "/ready": ("GET", self._ready),
+            "/metrics": ("GET", self._metrics),
+            "/openapi.json": ("GET", self._openapi_document),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        request_id = str(uuid.uuid4())
+        rid = request_id()
+        token = current_request_id.set(rid)  # on every log line of this request
         try:
-            response = await self._route(scope, receive, request_id)
+            match = _INVOKE_PATH.fullmatch(scope["path"])
+            if match is not None and scope["method"] == "POST":
+                response = await self._invoke(match[1], scope, receive, rid)
+            else:
+                response = await self._dispatch(scope, receive, rid)
         except InvocationError as exc:
             response = _error_response(exc)
-        except _Disconnected:
+        except Disconnected:
             return
         except Exception:
-            log.exception(
-                "invoke API request failed", extra={"path": scope["path"], "requestId": request_id}
-            )
+            log.exception("invoke API request failed", extra={"path": scope["path"]})
             response = _error_response(InvocationError("The Lambda service encountered an error."))
-        headers = [
-            *response.headers,
-            (b"x-amzn-requestid", request_id.encode()),
-            (b"content-type", b"application/json"),
-        ]
-        if response.status != 204:  # a 204 must not carry a Content-Length
-            headers.append((b"content-length", str(len(response.body)).encode()))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        finally:
+            current_request_id.reset(token)
+        await send_response(send, response, rid.encode())
 
-    async def aclose(self) -> None:
-        """Wait for accepted ``Event`` invocations to finish (each is bounded by its timeout)."""
-        if self._background:
-            await asyncio.wait(self._background)
-
-    async def _route(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+    async def _dispatch(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        """Every route but a POST to Invoke, which ``__call__`` takes directly."""
         path: str = scope["path"]
-        for pattern, method, handler in self._routes:
-            match = pattern.fullmatch(path)
-            if match is not None:
-                if scope["method"] != method:
-                    raise MethodNotAllowed(method)
-                return await handler(match, scope, receive, request_id)
-        raise UnknownOperation(f"Unknown operation {scope['method']} {path}")
+        if _INVOKE_PATH.fullmatch(path) is not None:
+            raise MethodNotAllowed("POST")
+        url = self.urls.target(path, _host(scope))
+        if url is not None:
+            return await self.urls.handle(*url, scope, receive, request_id)
+        route = self._routes.get(path)
+        if route is None:
+            raise UnknownOperation(f"Unknown operation {scope['method']} {path}")
+        method, handler = route
+        if scope["method"] != method:
+            raise MethodNotAllowed(method)
+        return await handler(scope, receive, request_id)
 
-    async def _health(
-        self, match: re.Match[str], scope: Scope, receive: Receive, request_id: str
-    ) -> Response:
+    async def _health(self, scope: Scope, receive: Receive, request_id: str) -> Response:
         return _HEALTHY
 
+    async def _ready(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        return _READY if self.app.ready else _NOT_READY
+
+    async def _metrics(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        return Response(200, [_PROMETHEUS], self.app.metrics.render().encode())
+
+    async def _openapi_document(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        if self._openapi is None:
+            self._openapi = OPENAPI_PATH.read_bytes()
+        return Response(200, [JSON], self._openapi)
+
     async def _invoke(
-        self, match: re.Match[str], scope: Scope, receive: Receive, request_id: str
+        self, function_name: str, scope: Scope, receive: Receive, request_id: str
     ) -> Response:
         headers: dict[bytes, bytes] = dict(scope["headers"])
         invocation_type = headers.get(b"x-amz-invocation-type", b"RequestResponse")
@@ -168,34 +207,61 @@ class InvokeAPI:
                 f"Unsupported invocation type {invocation_type.decode(errors='replace')!r}: "
                 "use RequestResponse, Event or DryRun"
             )
-        function, invoked_arn = self._resolve(match[1], scope["query_string"])
-        client_context = _client_context(headers.get(b"x-amz-client-context"))
+        log_type = headers.get(b"x-amz-log-type", b"None")
+        if log_type not in _LOG_TYPES:
+            raise InvalidParameterValue("LogType must be None or Tail")
+        content_type = headers.get(b"content-type")
+        if (
+            content_type is not None
+            and content_type != b"application/json"
+            and _PAYLOAD_TYPES.fullmatch(content_type) is None
+        ):
+            raise UnsupportedMediaType("The content type of the Invoke request body is not JSON.")
+        name, qualifier, arn = self._cached_target(function_name, scope["query_string"])
+        raw_context = headers.get(b"x-amz-client-context")
+        client_context = None if raw_context is None else _client_context(raw_context)
         if invocation_type == b"DryRun":
             return _NO_CONTENT
-        if invocation_type == b"Event":
-            body = await _read_body(receive, headers.get(b"content-length"), EVENT_PAYLOAD_LIMIT)
-            event = _parse_payload(body)
-            if function.config.reserved_concurrency == 0:
-                # Until events are queued durably, one that can never run has nowhere to wait.
-                raise function.throttled()
-            self._schedule(function, event, request_id, invoked_arn)
-            return _ACCEPTED
-        body = await _read_body(receive, headers.get(b"content-length"), SYNC_PAYLOAD_LIMIT)
+        limit = EVENT_PAYLOAD_LIMIT if invocation_type == b"Event" else SYNC_PAYLOAD_LIMIT
+        try:
+            body = await read_body(receive, headers.get(b"content-length"), limit)
+        except BodyTooLarge as exc:
+            raise _too_large(exc.size, limit) from None
         event = _parse_payload(body)
-        if not await function.try_reserve():
+        if invocation_type == b"Event":
+            await self.app.invoker.submit(name, qualifier, body, request_id)
+            return _ACCEPTED
+        function = self.app.resolve(name, qualifier)
+        if not function.try_reserve():
             raise function.throttled()
         result = await function.invoke(
             event,
             request_id=request_id,
             client_context=client_context,
-            invoked_arn=invoked_arn,
+            invoked_arn=arn,
             reserved=True,
+            tail=log_type == b"Tail",
         )
         return _result_response(result)
 
-    def _resolve(self, function_name: str, query_string: bytes) -> tuple[Function, str]:
-        """The function a FunctionName (and ``?Qualifier=``) designates, and the ARN it was invoked
-        by, which Lambda hands to the handler as ``context.invoked_function_arn``."""
+    def _cached_target(
+        self, function_name: str, query_string: bytes
+    ) -> tuple[str, str | None, str]:
+        """:meth:`_target`, remembered: functions, versions and aliases do not change while the
+        app serves. Only targets that exist are kept, and at most ``_TARGET_CACHE`` of them."""
+        key = (function_name, query_string)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._target(function_name, query_string)
+            if len(self._targets) >= _TARGET_CACHE:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
+
+    def _target(self, function_name: str, query_string: bytes) -> tuple[str, str | None, str]:
+        """The function name and qualifier a FunctionName (and ``?Qualifier=``) designates, and
+        the ARN it was invoked by (``context.invoked_function_arn``); FunctionNotFound unless
+        it can run."""
         parsed = _FUNCTION_NAME.fullmatch(function_name)
         if parsed is None:
             raise ValidationError(
@@ -207,6 +273,12 @@ class InvokeAPI:
         if query_string:
             query = dict(parse_qsl(query_string.decode("latin-1")))
             if "Qualifier" in query:
+                if _QUALIFIER.fullmatch(query["Qualifier"]) is None:
+                    raise ValidationError(
+                        f"1 validation error detected: Value {query['Qualifier']!r} at "
+                        "'qualifier' failed to satisfy constraint: Member must satisfy regular "
+                        "expression pattern: (|[a-zA-Z0-9$_-]+)"
+                    )
                 if qualifier is not None and qualifier != query["Qualifier"]:
                     raise InvalidParameterValue(
                         "The derived qualifier from the function name does not match the "
@@ -218,63 +290,24 @@ class InvokeAPI:
         arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
         if qualifier is not None:
             arn = f"{arn}:{qualifier}"
-        function = self.app.functions.get(name)
-        if (
-            function is None
-            or (region, account) != (self.app.region, self.app.account_id)
-            or qualifier not in (None, "$LATEST", function.config.version)
-        ):
+        if (region, account) != (self.app.region, self.app.account_id):
             raise FunctionNotFound(f"Function not found: {arn}")
-        return function, arn
-
-    def _schedule(self, function: Function, event: Any, request_id: str, arn: str) -> None:
-        task = asyncio.create_task(self._run_event(function, event, request_id, arn))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _run_event(self, function: Function, event: Any, request_id: str, arn: str) -> None:
-        """Run one accepted ``Event`` invocation; nobody awaits its result, so failures are
-        logged here."""
-        extra = {"function": function.name, "requestId": request_id}
-        try:
-            result = await function.invoke(event, request_id=request_id, invoked_arn=arn)
-        except Exception:
-            log.exception("event invocation crashed", extra=extra)
-            return
-        if result.error is not None:
-            log.warning(
-                "event invocation failed",
-                extra={
-                    **extra,
-                    "errorType": result.error.get("errorType"),
-                    "errorMessage": result.error.get("errorMessage"),
-                },
-            )
+        self.app.check(name, qualifier)
+        return name, qualifier, arn
 
 
-def asgi_app(app: App) -> InvokeAPI:
-    """The Invoke API of ``app`` as an ASGI application, for mounting under any ASGI server."""
-    return InvokeAPI(app)
+def asgi_app(app: App, limits: Limits | None = None) -> InvokeAPI:
+    """The Invoke API of ``app`` as an ASGI application, for mounting under any ASGI server.
+    ``Event`` invocations need the app running (``App.running()``) for its event queue."""
+    return InvokeAPI(app, limits)
 
 
-async def _read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes:
-    """The request body, refused as soon as it exceeds ``limit``: never buffers more than that."""
-    if content_length is not None and int(content_length) > limit:
-        raise _too_large(int(content_length), limit)
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit)
-        chunks.append(chunk)
-        more = message.get("more_body", False)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+def _host(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host: bytes = value
+            return host
+    return None
 
 
 def _too_large(size: int, limit: int) -> RequestTooLarge:
@@ -296,9 +329,7 @@ def _parse_payload(body: bytes) -> Any:
         raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
 
 
-def _client_context(raw: bytes | None) -> ClientContext | None:
-    if raw is None:
-        return None
+def _client_context(raw: bytes) -> ClientContext:
     if len(raw) > CLIENT_CONTEXT_LIMIT:
         raise InvalidRequestContent(
             f"Client context must be at most {CLIENT_CONTEXT_LIMIT} bytes of base64"
@@ -314,7 +345,9 @@ def _client_context(raw: bytes | None) -> ClientContext | None:
 
 def _result_response(result: InvocationResult) -> Response:
     """A 200 in every case, as on Lambda: a function error is flagged by a header, not a status."""
-    headers = [(b"x-amz-executed-version", result.executed_version.encode())]
+    headers = [JSON, _executed_version(result.executed_version)]
+    if result.log is not None:
+        headers.append((b"x-amz-log-result", base64.b64encode(result.log_tail())))
     error = result.error
     if error is None:
         try:
@@ -337,6 +370,11 @@ def _result_response(result: InvocationResult) -> Response:
     return Response(200, headers, orjson.dumps(error))
 
 
+@functools.lru_cache(maxsize=1024)
+def _executed_version(version: str) -> tuple[bytes, bytes]:
+    return (b"x-amz-executed-version", version.encode())
+
+
 def _runtime_error(error_type: str, message: str, result: InvocationResult) -> dict[str, Any]:
     return {
         "errorMessage": message,
@@ -353,7 +391,7 @@ def _error_response(exc: InvocationError) -> Response:
         "Type": "User" if exc.status < 500 else "Service",
         "Message" if code in _CAPITALISED_MESSAGE else "message": str(exc),
     }
-    headers = [(b"x-amzn-errortype", code.encode())]
+    headers = [JSON, (b"x-amzn-errortype", code.encode())]
     if isinstance(exc, TooManyRequests):
         body["Reason"] = exc.reason
         headers.append((b"retry-after", b"1"))
@@ -362,7 +400,62 @@ def _error_response(exc: InvocationError) -> Response:
     return Response(exc.status, headers, orjson.dumps(body))
 
 
-class _Server(uvicorn.Server):
+class _Protocol(HttpToolsProtocol):
+    """httptools with a deadline on receiving each request: its headers within
+    ``header_timeout``, then its body within ``body_timeout``. The deadlines are plain numbers
+    checked by one sweep per server (:func:`_reap_slow_requests`), not a timer per request."""
+
+    header_timeout = 10.0
+    body_timeout = 30.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.request_deadline: float | None = self.loop.time() + self.header_timeout
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.request_deadline = self.loop.time() + self.header_timeout
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.request_deadline = self.loop.time() + self.body_timeout
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.request_deadline = None
+
+    def request_too_slow(self) -> None:
+        """Give up on the request being received: a 408 if its headers are in and nothing was
+        answered yet, then close, which tells the application the client is gone."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started and not cycle.response_complete:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.request_deadline = None
+        self.transport.close()
+
+
+_TIMEOUT_BODY = b'{"Type":"User","message":"The request was not received in time."}'
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"x-amzn-errortype: RequestTimeoutException\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
+)
+
+
+async def _reap_slow_requests(connections: set[Any], limits: Limits) -> None:
+    """Close connections whose request is past its deadline, a few times per timeout."""
+    loop = asyncio.get_running_loop()
+    period = max(0.01, min(limits.header_timeout, limits.body_timeout) / 4)
+    while True:
+        await asyncio.sleep(period)
+        now = loop.time()
+        for connection in list(connections):
+            deadline = getattr(connection, "request_deadline", None)
+            if deadline is not None and now > deadline:
+                connection.request_too_slow()
+
+
+class Server(uvicorn.Server):
     """uvicorn's server minus its signal handlers: ``App.serve`` owns SIGTERM/SIGINT and tells
     this server to stop through the ``stop`` event."""
 
@@ -371,7 +464,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     """Bind here rather than in uvicorn, whose bind failure calls ``sys.exit``."""
     try:
         family, _, _, _, address = socket.getaddrinfo(
@@ -387,33 +480,53 @@ def _bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc
 
 
+def uvicorn_config(asgi: Any, limits: Limits) -> uvicorn.Config:
+    """The server stack streamfn runs on (and its benchmark compares against)."""
+    protocol = type(
+        "Protocol",
+        (_Protocol,),
+        {"header_timeout": limits.header_timeout, "body_timeout": limits.body_timeout},
+    )
+    return uvicorn.Config(
+        asgi,
+        http=protocol,
+        ws="none",
+        lifespan="off",
+        interface="asgi3",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=int(limits.keep_alive),
+        limit_concurrency=limits.max_connections,
+    )
+
+
 async def serve(
-    app: App, stop: asyncio.Event, *, host: str = "127.0.0.1", port: int = 9000
+    app: App,
+    stop: asyncio.Event,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 9000,
+    limits: Limits | None = None,
 ) -> None:
-    """Serve the Invoke API until ``stop`` is set, then finish in-flight requests and accepted
-    ``Event`` invocations before returning. Raises ConfigError if the address cannot be bound."""
-    sock = _bind(host, port)
+    """Serve the Invoke API until ``stop`` is set, then finish in-flight requests before
+    returning. Raises ConfigError if the address cannot be bound."""
+    limits = limits or Limits()
+    sock = bind(host, port)
     with sock:
-        api = asgi_app(app)
-        config = uvicorn.Config(
-            api,
-            http=HttpToolsProtocol,
-            ws="none",
-            lifespan="off",
-            interface="asgi3",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-        )
-        server = _Server(config)
+        server = Server(uvicorn_config(asgi_app(app, limits), limits))
         log.info("listening", extra={"host": host, "port": sock.getsockname()[1]})
         running = asyncio.create_task(server.serve(sockets=[sock]))
         stopping = asyncio.create_task(stop.wait())
+        reaping = asyncio.create_task(_reap_slow_requests(server.server_state.connections, limits))
         try:
             await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
             server.should_exit = True
             await running
-        await api.aclose()
+            reaping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaping

@@ -1,7 +1,7 @@
 """streamfn: AWS Lambda's invocation model on asyncio workers you run yourself."""
 
 from .app import App
-from .config import FunctionConfig, MappingConfig
+from .config import Cors, FunctionConfig, FunctionUrl, MappingConfig
 from .context import Context
 from .destinations import CallbackDestination, Destination, FileDestination, FunctionDestination
 from .errors import (
@@ -23,12 +23,14 @@ __all__ = [
     "CallbackDestination",
     "ConfigError",
     "Context",
+    "Cors",
     "Destination",
     "DestinationError",
     "FileDestination",
     "FunctionConfig",
     "FunctionDestination",
     "FunctionNotFound",
+    "FunctionUrl",
     "InvocationError",
     "MappingConfig",
     "Record",

@@ -1,30 +1,58 @@
-"""The application object: functions and event source mappings registered with decorators, and
-the ways to run them (``app.run()``, ``async with app.running()``, ``streamfn run``)."""
+"""The application object: functions (with versions and aliases) and event source mappings
+registered with decorators, and the ways to run them (``app.run()``, ``async with
+app.running()``, ``streamfn run``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import os
+import random
 import signal
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from collections.abc import Mapping as MappingType
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import EventFormat, FunctionConfig, MappingConfig, StartingPosition, as_tuple
+import orjson
+
+from .asyncq import EventQueue, MemoryEventQueue, SQLiteEventQueue
+from .config import (
+    EventFormat,
+    FunctionConfig,
+    FunctionUrl,
+    MappingConfig,
+    StartingPosition,
+    as_tuple,
+)
 from .context import ClientContext
 from .destinations import Destination, FunctionDestination
-from .dispatch import Function, InvocationResult
-from .errors import ConfigError, FunctionNotFound
+from .dispatch import Concurrency, Function, InvocationResult
+from .errors import ConfigError, FunctionNotFound, InvocationError
+from .invoke_async import AsyncInvoker
 from .mapping import Mapping
+from .metrics import AppMetrics
 from .source import QueueSource, Source
+from .versions import LATEST, Alias, Versions
 
 H = TypeVar("H", bound=Callable[..., Any])
 
 
 class App:
-    """A set of functions, each optionally fed by event source mappings."""
+    """A set of functions (with their versions and aliases), each optionally fed by event source
+    mappings.
+
+    ``state_dir`` holds the durable queue of asynchronous invocations and their dead letters
+    (``streamfn run`` defaults it to ``./.streamfn``); without one, ``Event`` invocations wait in
+    memory. ``event_queue`` plugs in another :class:`~streamfn.asyncq.EventQueue` instead.
+    ``async_time_scale`` shrinks the async retry delays, throttle backoff and maximum event age
+    alike (for tests). ``access_keys`` maps access key ids to secret keys for function URLs with
+    ``AWS_IAM`` auth. ``routing_seed`` seeds the weighted alias routing, for reproducible runs.
+    """
 
     def __init__(
         self,
@@ -33,14 +61,39 @@ class App:
         region: str = "us-east-1",
         account_id: str = "000000000000",
         max_threads: int = 64,
+        state_dir: str | os.PathLike[str] | None = None,
+        event_queue: EventQueue | None = None,
+        async_time_scale: float = 1.0,
+        async_max_in_flight: int = 256,
+        async_shutdown_timeout: float = 30.0,
+        access_keys: MappingType[str, str] | None = None,
+        routing_seed: int | None = None,
     ) -> None:
+        if not 0 < async_time_scale <= 1:
+            raise ConfigError.out_of_range(
+                "async_time_scale", async_time_scale, "a number in (0, 1]"
+            )
         self.name = name
         self.region = region
         self.account_id = account_id
-        self.functions: dict[str, Function] = {}
+        self.functions: dict[str, Function] = {}  # name -> $LATEST
+        self.versions: dict[str, Versions] = {}
         self.mappings: list[Mapping] = []
+        self.metrics = AppMetrics()
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.event_queue = event_queue
+        self.async_time_scale = async_time_scale
+        self.async_max_in_flight = async_max_in_flight
+        self.async_shutdown_timeout = async_shutdown_timeout
+        self.access_keys: dict[str, str] = dict(access_keys or {})
+        self.rng = random.Random(routing_seed)
+        self.ready = False
+        self._invoker: AsyncInvoker | None = None
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="streamfn-handler")
         self._mapping_destinations: list[Destination] = []
+        self._concurrency: dict[str, tuple[Concurrency, bool]] = {}  # name -> (pool, explicit)
+        self._queue: EventQueue | None = None
+        self._add_gauges()
 
     def function(
         self,
@@ -49,12 +102,34 @@ class App:
         timeout: float = 3.0,
         memory_size: int = 128,
         reserved_concurrency: int | None = None,
+        version: str = LATEST,
+        maximum_retry_attempts: int = 2,
+        maximum_event_age: int = 21_600,
+        on_success: Destination | None = None,
+        on_failure: Destination | None = None,
+        dead_letter: bool = True,
+        url: FunctionUrl | None = None,
     ) -> Callable[[H], H]:
         """Register a handler ``(event, context)`` as a function, invocable over the Invoke API.
+        ``version="3"`` registers it as published version 3 of ``name`` instead of ``$LATEST``.
+        The async settings are PutFunctionEventInvokeConfig's; ``url`` opts in to a function URL.
         The handler is returned unchanged, so the module still works on Lambda."""
 
         def register(handler: H) -> H:
-            self._add_function(handler, name, timeout, memory_size, reserved_concurrency)
+            self._add_function(
+                handler,
+                name,
+                timeout,
+                memory_size,
+                reserved_concurrency,
+                version=version,
+                maximum_retry_attempts=maximum_retry_attempts,
+                maximum_event_age=maximum_event_age,
+                on_success=on_success,
+                on_failure=on_failure,
+                dead_letter=dead_letter,
+                url=url,
+            )
             return handler
 
         return register
@@ -133,28 +208,100 @@ class App:
         timeout: float,
         memory_size: int,
         reserved_concurrency: int | None,
+        **settings: Any,
     ) -> Function:
-        fname = name or handler.__name__
-        if fname in self.functions:
-            raise ConfigError(f"function {fname!r} is registered twice")
         config = FunctionConfig(
-            name=fname,
+            name=name or handler.__name__,
             timeout=timeout,
             memory_size=memory_size,
             reserved_concurrency=reserved_concurrency,
             region=self.region,
             account_id=self.account_id,
+            **settings,
         )
-        function = Function(handler, config, self._executor)
-        self.functions[fname] = function
+        return self._register(handler, config)
+
+    def _register(self, handler: Callable[..., Any], config: FunctionConfig) -> Function:
+        versions = self.versions.setdefault(config.name, Versions(config.name))
+        function = Function(
+            handler,
+            config,
+            self._executor,
+            concurrency=self._pool(config.name, config.reserved_concurrency),
+            metrics=self.metrics,
+        )
+        versions.add(function)
+        if config.version == LATEST:
+            self.functions[config.name] = function
+        return function
+
+    def _pool(self, name: str, limit: int | None) -> Concurrency:
+        """The concurrency pool of ``name``: reserved concurrency belongs to the function as a
+        whole, so all its versions share one, and two registrations may not disagree on it."""
+        pool, explicit = self._concurrency.get(name, (None, False))
+        if pool is None:
+            pool = Concurrency(limit)
+        elif limit is not None and explicit and limit != pool.limit:
+            raise ConfigError(
+                f"reserved_concurrency of {name!r} is {pool.limit} on another version; it is "
+                f"one setting for the whole function, not {limit}"
+            )
+        elif limit is not None:
+            pool.set_limit(limit)
+        self._concurrency[name] = (pool, explicit or limit is not None)
+        return pool
+
+    def publish_version(self, name: str) -> str:
+        """Snapshot ``$LATEST`` of ``name`` (handler and settings) as the next numbered version,
+        as PublishVersion does, and return its number."""
+        versions = self.versions.get(name)
+        if versions is None or versions.latest is None:
+            raise ConfigError(f"cannot publish {name!r}: no $LATEST is registered")
+        latest = versions.latest
+        version = versions.next_version()
+        self._register(latest.handler, dataclasses.replace(latest.config, version=version))
+        return version
+
+    def alias(
+        self,
+        function: str,
+        name: str,
+        *,
+        version: str,
+        additional_version_weights: MappingType[str, float] | None = None,
+    ) -> Alias:
+        """Point alias ``name`` of ``function`` at ``version``; with
+        ``additional_version_weights={"2": 0.1}`` about one invocation in ten runs version 2
+        instead (CreateAlias's RoutingConfig)."""
+        versions = self.versions.get(function)
+        if versions is None:
+            raise ConfigError(f"cannot alias {function!r}: it is not registered")
+        return versions.add_alias(name, version, additional_version_weights or {})
+
+    def arn(self, name: str, qualifier: str | None = None) -> str:
+        arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
+        return f"{arn}:{qualifier}" if qualifier is not None else arn
+
+    def check(self, name: str, qualifier: str | None = None) -> None:
+        """Raise FunctionNotFound unless ``name`` (with ``qualifier``) can be invoked; draws no
+        routing decision."""
+        versions = self.versions.get(name)
+        if versions is None or not versions.has(qualifier):
+            raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier)}")
+
+    def resolve(self, name: str, qualifier: str | None = None) -> Function:
+        """The function version one invocation runs; an alias with routing weights draws its
+        version here, per invocation, from the app's seeded generator."""
+        if qualifier is None and (latest := self.functions.get(name)) is not None:
+            return latest
+        versions = self.versions.get(name)
+        function = versions.resolve(qualifier, self.rng) if versions is not None else None
+        if function is None:
+            raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier)}")
         return function
 
     def get_function(self, name: str) -> Function:
-        try:
-            return self.functions[name]
-        except KeyError:
-            arn = f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"
-            raise FunctionNotFound(f"Function not found: {arn}") from None
+        return self.resolve(name)
 
     async def invoke(
         self,
@@ -163,34 +310,138 @@ class App:
         *,
         client_context: ClientContext | None = None,
         request_id: str | None = None,
+        qualifier: str | None = None,
     ) -> InvocationResult:
         """Invoke a function synchronously, waiting for a concurrency slot."""
-        return await self.get_function(name).invoke(
-            event, client_context=client_context, request_id=request_id
+        return await self.resolve(name, qualifier).invoke(
+            event,
+            client_context=client_context,
+            request_id=request_id,
+            invoked_arn=self.arn(name, qualifier) if qualifier else None,
         )
 
+    @property
+    def invoker(self) -> AsyncInvoker:
+        """The running asynchronous invoker; only inside :meth:`running`."""
+        if self._invoker is None:
+            raise InvocationError(
+                "asynchronous invocation is not running: serve the app with App.running(), "
+                "App.serve() or streamfn run"
+            )
+        return self._invoker
+
+    async def invoke_async(self, name: str, event: Any, *, qualifier: str | None = None) -> str:
+        """Queue an ``Event`` invocation (durably, given a state directory) and return its
+        request id; it runs with retries and destinations, like an HTTP ``Event`` invoke."""
+        self.check(name, qualifier)
+        request_id = str(uuid.uuid4())
+        await self.invoker.submit(name, qualifier, orjson.dumps(event), request_id)
+        return request_id
+
+    def _all_versions(self) -> list[Function]:
+        return [f for v in self.versions.values() for f in (v.latest, *v.published.values()) if f]
+
     def _bind(self) -> None:
-        for destination in self._mapping_destinations:
+        """Check what only the whole app can check, and connect function destinations."""
+        for name, versions in self.versions.items():
+            if versions.latest is None:
+                raise ConfigError(
+                    f"function {name!r} has versions but no $LATEST: register one handler "
+                    "for it without version="
+                )
+        destinations: list[Destination | None] = [*self._mapping_destinations]
+        for function in self._all_versions():
+            self._check_url(function)
+            destinations += [function.config.on_success, function.config.on_failure]
+        for destination in destinations:
             if isinstance(destination, FunctionDestination):
                 destination.bind(self)
 
+    def _check_url(self, function: Function) -> None:
+        url = function.config.url
+        if url is None:
+            return
+        if url.qualifier is not None and url.qualifier not in self.versions[function.name].aliases:
+            raise ConfigError(
+                f"the URL of {function.name!r} targets alias {url.qualifier!r}, which is not "
+                "defined"
+            )
+        if url.auth_type == "AWS_IAM" and not self.access_keys:
+            raise ConfigError(
+                f"the URL of {function.name!r} uses AWS_IAM auth but App(access_keys=...) is empty"
+            )
+
+    def _event_queue(self) -> EventQueue:
+        if self.event_queue is not None:
+            return self.event_queue
+        if self.state_dir is not None:
+            return SQLiteEventQueue(self.state_dir)
+        return MemoryEventQueue()
+
+    def _add_gauges(self) -> None:
+        def concurrent() -> list[tuple[tuple[str, ...], float]]:
+            return [((n,), float(c.running)) for n, (c, _) in self._concurrency.items()]
+
+        def depth() -> list[tuple[tuple[str, ...], float]]:
+            return [((), float(self._queue.depth() if self._queue else 0))]
+
+        def age() -> list[tuple[tuple[str, ...], float]]:
+            oldest = self._queue.oldest() if self._queue else None
+            return [((), 0.0 if oldest is None else max(0.0, time.time() - oldest))]
+
+        self.metrics.add_gauge(
+            "streamfn_concurrent_executions",
+            "Invocations running now, by function (all versions).",
+            ("function",),
+            concurrent,
+        )
+        self.metrics.add_gauge(
+            "streamfn_async_queue_depth",
+            "Asynchronous invocations queued or running.",
+            (),
+            depth,
+        )
+        self.metrics.add_gauge(
+            "streamfn_async_oldest_event_age_seconds",
+            "Age of the oldest asynchronous invocation still queued (0 when empty).",
+            (),
+            age,
+        )
+
     @contextlib.asynccontextmanager
     async def running(self, *servers: Callable[[App, asyncio.Event], Any]) -> AsyncIterator[App]:
-        """Run every mapping (and the given servers) for the duration of the block; on exit,
-        drain partitions, commit and stop. A server is ``async def serve(app, stop_event)``."""
+        """Run every mapping, the asynchronous invoker and the given servers for the duration of
+        the block; on exit, stop the servers, drain partitions and commit, then give in-flight
+        asynchronous invocations their grace period. A server is
+        ``async def serve(app, stop_event)``."""
         self._bind()
+        self._queue = self._event_queue()
+        invoker = AsyncInvoker(
+            self,
+            self._queue,
+            time_scale=self.async_time_scale,
+            max_in_flight=self.async_max_in_flight,
+            shutdown_timeout=self.async_shutdown_timeout,
+        )
         stop = asyncio.Event()
-        async with asyncio.TaskGroup() as tg:
-            for mapping in self.mappings:
-                tg.create_task(mapping.run())
-            for serve in servers:
-                tg.create_task(serve(self, stop))
+        async with invoker.running():
+            self._invoker = invoker
             try:
-                yield self
+                async with asyncio.TaskGroup() as tg:
+                    for mapping in self.mappings:
+                        tg.create_task(mapping.run())
+                    for serve in servers:
+                        tg.create_task(serve(self, stop))
+                    self.ready = True
+                    try:
+                        yield self
+                    finally:
+                        self.ready = False
+                        stop.set()
+                        for mapping in self.mappings:
+                            mapping.stop()
             finally:
-                stop.set()
-                for mapping in self.mappings:
-                    mapping.stop()
+                self._invoker = None
 
     async def serve(
         self, *servers: Callable[[App, asyncio.Event], Any], stop: asyncio.Event | None = None

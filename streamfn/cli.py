@@ -1,4 +1,5 @@
-"""``streamfn`` command line: ``run`` a worker, ``bench`` the engine."""
+"""``streamfn`` command line: ``run`` a worker, ``bench`` it, inspect and redrive the dead letters
+of its asynchronous invocations with ``dlq``."""
 
 from __future__ import annotations
 
@@ -14,14 +15,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from . import logs
 from .app import App
+from .asyncq import DeadLetter, DeadLetterStore, UnknownDeadLetter
+from .destinations import iso_timestamp
 from .errors import ConfigError, StreamfnError
 from .runtime import run_loop
 
 log = logging.getLogger("streamfn.cli")
 
+EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
+DEFAULT_STATE_DIR = ".streamfn"
 
 #: bench scenario -> (module with add_arguments(parser) and main(args) -> int, help)
 BENCH_SCENARIOS = {
@@ -40,6 +47,10 @@ BENCH_SCENARIOS = {
     "kinesis": (
         "connectors.kinesis_bench",
         "drain a Kinesis stream with streamfn and with a raw GetRecords loop, same call rate",
+    ),
+    "http": (
+        "connectors.http_bench",
+        "sync Invoke of a no-op function vs a bare ASGI app, then durable Event invocations",
     ),
 }
 
@@ -128,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-http", action="store_true", help="do not serve the Invoke API")
     run.add_argument(
+        "--state-dir",
+        default=os.environ.get("STREAMFN_STATE_DIR"),
+        help="directory of the durable async event queue and dead letters (env "
+        f"STREAMFN_STATE_DIR; default: the App's state_dir, else {DEFAULT_STATE_DIR} when "
+        "serving HTTP)",
+    )
+    run.add_argument(
         "--log-level",
         default=os.environ.get("STREAMFN_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -139,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight batches may take to finish on SIGTERM/SIGINT "
         "(overrides each mapping's shutdown_timeout)",
     )
+    _add_dlq_parser(sub)
     bench = sub.add_parser("bench", help="measure throughput (see each scenario's --help)")
     scenarios = bench.add_subparsers(dest="scenario", required=True)
     for name, (module_name, help_text) in BENCH_SCENARIOS.items():
@@ -159,10 +178,82 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "dlq":
+            return _dlq(args)
         return _bench(args)
     except (ConfigError, TargetError) as exc:
         print(f"streamfn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except UnknownDeadLetter as exc:
+        print(f"streamfn: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+
+
+def _add_dlq_parser(sub: Any) -> None:
+    dlq = sub.add_parser("dlq", help="list, show and redrive failed asynchronous invocations")
+    actions = dlq.add_subparsers(dest="action", required=True)
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
+        "--state-dir",
+        default=os.environ.get("STREAMFN_STATE_DIR", DEFAULT_STATE_DIR),
+        help=f"the worker's state directory (env STREAMFN_STATE_DIR, default {DEFAULT_STATE_DIR})",
+    )
+    listing = actions.add_parser("list", parents=[state], help="one line per dead letter")
+    listing.add_argument("--function", help="only this function's")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    show = actions.add_parser(
+        "show", parents=[state], help="a dead letter's payload and invocation record"
+    )
+    show.add_argument("request_id")
+    redrive = actions.add_parser(
+        "redrive", parents=[state], help="queue dead letters again as fresh events"
+    )
+    which = redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument("request_ids", nargs="*", default=[], metavar="REQUEST_ID")
+    which.add_argument("--all", action="store_true", help="every dead letter (of --function)")
+    redrive.add_argument("--function", help="with --all: only this function's")
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    store = DeadLetterStore(args.state_dir)
+    try:
+        if args.action == "list":
+            _print_letters(store.letters(args.function, args.limit), as_json=args.json)
+        elif args.action == "show":
+            letter = store.get(args.request_id)
+            if letter is None:
+                raise UnknownDeadLetter(f"no dead letter with request id {args.request_id!r}")
+            print(_show(letter))
+        else:
+            ids = None if args.all else args.request_ids
+            moved = store.redrive(ids, args.function)
+            print(f"redrove {moved} event(s)")
+    finally:
+        store.close()
+    return 0
+
+
+def _print_letters(letters: list[DeadLetter], *, as_json: bool) -> None:
+    if as_json:
+        for letter in letters:
+            print(orjson.dumps(letter.summary()).decode())
+        return
+    print(f"{'REQUEST ID':<36}  {'FUNCTION':<24} {'CONDITION':<24} {'ATTEMPTS':>8}  FAILED AT")
+    for letter in letters:
+        print(
+            f"{letter.request_id:<36}  {letter.function:<24} {letter.condition:<24} "
+            f"{letter.attempts:>8}  {iso_timestamp(letter.failed_at)}"
+        )
+
+
+def _show(letter: DeadLetter) -> str:
+    try:
+        payload: Any = orjson.loads(letter.payload) if letter.payload else None
+    except orjson.JSONDecodeError:
+        payload = letter.payload.decode(errors="replace")
+    shown = {**letter.summary(), "payload": payload, "record": letter.record}
+    return orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode()
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -177,10 +268,15 @@ def _bench(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     app = load_app(args.target)
     if args.shutdown_timeout is not None:
+        app.async_shutdown_timeout = args.shutdown_timeout
         for mapping in app.mappings:
             mapping.config = dataclasses.replace(
                 mapping.config, shutdown_timeout=args.shutdown_timeout
             )
+    if args.state_dir is not None:
+        app.state_dir = Path(args.state_dir)
+    elif app.state_dir is None and app.event_queue is None and not args.no_http:
+        app.state_dir = Path(DEFAULT_STATE_DIR)
     servers = [] if args.no_http else [_http_server(args.host, args.port)]
     log.info(
         "starting",
@@ -188,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
             "app": app.name,
             "functions": sorted(app.functions),
             "mappings": [m.describe() for m in app.mappings],
+            "stateDir": str(app.state_dir) if app.state_dir else None,
         },
     )
     try:

@@ -7,10 +7,12 @@ checked once, at construction, with a message naming the field, the value and th
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .destinations import Destination
 from .errors import ConfigError
 
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
@@ -18,6 +20,11 @@ DEFAULT_PAYLOAD_LIMIT = 6 * 1024 * 1024  # bytes; AWS's invoke payload cap (6,29
 
 EventFormat = Literal["native", "lambda"]
 StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+AuthType = Literal["NONE", "AWS_IAM"]
+
+_CORS_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"})
+# An alias name (CreateAlias's Name): letters, digits, '-' and '_', not all digits.
+_ALIAS = re.compile(r"(?!^[0-9]+$)[a-zA-Z0-9_-]{1,128}")
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:
@@ -30,9 +37,73 @@ def _check_number(name: str, value: object, low: float, high: float) -> None:
         raise ConfigError.out_of_range(name, value, f"a number from {low:g} to {high:g}")
 
 
+def _strings(name: str, value: Sequence[str], limit: int) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError.out_of_range(name, value, "a list of non-empty strings")
+    if len(value) > limit:
+        raise ConfigError.out_of_range(name, value, f"at most {limit} entries")
+    return tuple(value)
+
+
+def check_alias_name(name: str) -> None:
+    if not isinstance(name, str) or _ALIAS.fullmatch(name) is None:
+        raise ConfigError.out_of_range(
+            "alias", name, "1-128 letters, digits, '-' and '_', not all digits"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """A function URL's CORS settings (the Lambda ``Cors`` object). Lists become tuples, so the
+    object stays hashable; ``max_age`` 0 sends no ``Access-Control-Max-Age``."""
+
+    allow_origins: Sequence[str] = ()
+    allow_methods: Sequence[str] = ()
+    allow_headers: Sequence[str] = ()
+    expose_headers: Sequence[str] = ()
+    allow_credentials: bool = False
+    max_age: int = 0
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "allow_origins", _strings("allow_origins", self.allow_origins, 100))
+        methods = _strings("allow_methods", self.allow_methods, 6)
+        if not set(m.upper() for m in methods) <= _CORS_METHODS:
+            raise ConfigError.out_of_range(
+                "allow_methods", list(methods), f"some of {', '.join(sorted(_CORS_METHODS))}"
+            )
+        set_(self, "allow_methods", tuple(m.upper() for m in methods))
+        headers = _strings("allow_headers", self.allow_headers, 100)
+        set_(self, "allow_headers", tuple(h.lower() for h in headers))
+        expose = _strings("expose_headers", self.expose_headers, 100)
+        set_(self, "expose_headers", tuple(h.lower() for h in expose))
+        if not isinstance(self.allow_credentials, bool):
+            raise ConfigError.out_of_range("allow_credentials", self.allow_credentials, "a bool")
+        _check_int("max_age", self.max_age, 0, 86_400)
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionUrl:
+    """A function URL (CreateFunctionUrlConfig): its auth type, CORS, and the alias it targets
+    (``None`` = ``$LATEST``; numbered versions are not allowed, as on Lambda)."""
+
+    auth_type: AuthType = "NONE"
+    cors: Cors | None = None
+    qualifier: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth_type not in ("NONE", "AWS_IAM"):
+            raise ConfigError.out_of_range("auth_type", self.auth_type, "'NONE' or 'AWS_IAM'")
+        if self.cors is not None and not isinstance(self.cors, Cors):
+            raise ConfigError.out_of_range("cors", self.cors, "a streamfn.config.Cors")
+        if self.qualifier is not None:
+            check_alias_name(self.qualifier)
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionConfig:
-    """A function's settings (CreateFunction's Timeout, MemorySize, reserved concurrency)."""
+    """A function's settings: CreateFunction's Timeout, MemorySize and reserved concurrency, the
+    asynchronous invocation config (PutFunctionEventInvokeConfig) and its function URL."""
 
     name: str
     timeout: float = 3.0
@@ -41,6 +112,12 @@ class FunctionConfig:
     version: str = "$LATEST"
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    maximum_retry_attempts: int = 2
+    maximum_event_age: int = 21_600
+    on_success: Destination | None = None
+    on_failure: Destination | None = None
+    dead_letter: bool = True
+    url: FunctionUrl | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -55,6 +132,16 @@ class FunctionConfig:
         _check_int("memory_size", self.memory_size, 128, 10240)
         if self.reserved_concurrency is not None:
             _check_int("reserved_concurrency", self.reserved_concurrency, 0, 1_000_000)
+        if self.version != "$LATEST" and not (self.version.isdigit() and self.version[0] != "0"):
+            raise ConfigError.out_of_range("version", self.version, "'$LATEST' or 1, 2, 3, ...")
+        _check_int("maximum_retry_attempts", self.maximum_retry_attempts, 0, 2)
+        _check_int("maximum_event_age", self.maximum_event_age, 60, 21_600)
+        for name in ("on_success", "on_failure"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Destination):
+                raise ConfigError.out_of_range(name, value, "a Destination or None")
+        if self.url is not None and not isinstance(self.url, FunctionUrl):
+            raise ConfigError.out_of_range("url", self.url, "a streamfn.config.FunctionUrl")
 
     @property
     def arn(self) -> str:

@@ -6,31 +6,37 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
-import signal
 import socket
-import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.config
 import pytest
-from botocore.exceptions import ClientError
 
 from connectors import http
+from connectors.http_wire import Message
 from streamfn import App, ConfigError, Context
 
-ROOT = Path(__file__).resolve().parent.parent
-DEADLINE = 10.0  # seconds any single test may take
-ACCOUNT = "000000000000"
-ARN = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function"
-SESSION = boto3.session.Session()  # shared, so the service model is loaded once
+from .support import (
+    ACCOUNT,
+    APPS,
+    ARN,
+    DEADLINE,
+    Served,
+    invoke,
+    invoke_error,
+    lambda_client,
+    log_record,
+    raw_request,
+    serving,
+    start_cli,
+    streamfn_run,
+    wait_until_refusing,
+)
 
 
 @dataclass
@@ -41,6 +47,10 @@ class Probe:
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     completed: list[str] = field(default_factory=list)
     received: asyncio.Queue[tuple[Any, str]] = field(default_factory=asyncio.Queue)
+
+
+USER_LOG = logging.getLogger("tests.http.user")
+USER_LOG.setLevel(logging.INFO)
 
 
 def make_app(probe: Probe) -> App:
@@ -94,166 +104,33 @@ def make_app(probe: Probe) -> App:
     async def huge(event: Any, context: Context) -> str:
         return "x" * http.RESPONSE_LIMIT  # with its quotes, two bytes over the limit
 
+    @app.function()
+    async def chatty(event: Any, context: Context) -> str:
+        USER_LOG.info("working on %s", event["marker"])
+        print(f"printed {event['marker']}")
+        await asyncio.sleep(event.get("sleep", 0))
+        USER_LOG.info("x" * event.get("noise", 0))
+        if event.get("fail"):
+            raise ValueError(f"failed {event['marker']}")
+        return event["marker"]
+
     return app
 
 
-@contextlib.contextmanager
-def log_record(logger_name: str, message: str) -> Iterator[asyncio.Future[logging.LogRecord]]:
-    """A future resolved by the first ``message`` logged on ``logger_name``: waiting for a log
-    line without polling."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[logging.LogRecord] = loop.create_future()
-
-    def resolve(record: logging.LogRecord) -> None:
-        if not future.done():
-            future.set_result(record)
-
-    class Catch(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage() == message:
-                loop.call_soon_threadsafe(resolve, record)
-
-    logger = logging.getLogger(logger_name)
-    handler, level = Catch(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield future
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-
-
 @dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def raw_request(
-    port: int,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    headers: dict[str, str] | None = None,
-    *,
-    chunked: bool = False,
-) -> RawResponse:
-    """One HTTP/1.1 exchange on a fresh connection. The body is written without waiting, since
-    the server may answer (413) before reading it; it then discards the rest."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        lines.append("Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
-        if chunked:
-            for start in range(0, len(body), 65536):
-                piece = body[start : start + 65536]
-                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            writer.write(b"0\r\n\r\n")
-        else:
-            writer.write(body)
-        status = int((await reader.readline()).split()[1])
-        response_headers: dict[str, str] = {}
-        while (line := await reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            response_headers[name.strip().lower()] = value.strip()
-        length = int(response_headers.get("content-length", "0"))
-        return RawResponse(status, response_headers, await reader.readexactly(length))
-    finally:
-        writer.transport.abort()  # drop whatever of an oversized body is still unsent
-
-
-def lambda_client(port: int) -> Any:
-    return SESSION.client(
-        "lambda",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=botocore.config.Config(
-            retries={"max_attempts": 0}, connect_timeout=DEADLINE, read_timeout=DEADLINE
-        ),
-    )
-
-
-async def invoke(client: Any, **kwargs: Any) -> tuple[dict[str, Any], Any]:
-    """boto3's invoke off the event loop (it blocks); returns the response and decoded payload."""
-
-    def call() -> tuple[dict[str, Any], bytes]:
-        response = client.invoke(**kwargs)
-        return response, response["Payload"].read()
-
-    response, payload = await asyncio.to_thread(call)
-    return response, json.loads(payload) if payload else None
-
-
-async def invoke_error(client: Any, **kwargs: Any) -> dict[str, Any]:
-    """The botocore error response of an invoke that must be refused."""
-    with pytest.raises(ClientError) as info:
-        await invoke(client, **kwargs)
-    response: dict[str, Any] = info.value.response
-    return response
-
-
-async def wait_until_serving(port: int) -> None:
-    while True:
-        try:
-            if (await raw_request(port, "GET", "/health")).status == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.01)
-
-
-async def wait_until_refusing(port: int) -> None:
-    """Wait for the listening socket to close, i.e. for the server to be shutting down."""
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return
-        writer.transport.abort()
-        await asyncio.sleep(0.01)
-
-
-@dataclass
-class Server:
-    app: App
-    probe: Probe
-    port: int
-    client: Any
-    stop: asyncio.Event
-    task: asyncio.Task[None]
+class Server(Served):
+    probe: Probe = field(default_factory=Probe)
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     probe = Probe()
     app = make_app(probe)
-    stop = asyncio.Event()
-    async with asyncio.timeout(DEADLINE):
-        with log_record("streamfn.http", "listening") as listening:
-            task = asyncio.create_task(http.serve(app, stop, port=0))
-            await asyncio.wait((listening, task), return_when=asyncio.FIRST_COMPLETED)
-            if task.done():
-                task.result()  # serve failed before listening: raise its error
-            port = listening.result().__dict__["port"]
-        await wait_until_serving(port)
-    client = lambda_client(port)
-    try:
-        yield Server(app, probe, port, client, stop, task)
-    finally:
-        client.close()
-        probe.gate.set()
-        stop.set()
-        async with asyncio.timeout(DEADLINE):
-            await task
+    async with serving(app) as served:
+        try:
+            yield Server(**vars(served), probe=probe)
+        finally:
+            probe.gate.set()
 
 
 async def test_invoke_returns_the_handler_result(server: Server) -> None:
@@ -462,15 +339,12 @@ async def test_reserved_concurrency_in_use_is_429(server: Server) -> None:
     assert (response["StatusCode"], result, again) == (200, "released", "released")
 
 
-@pytest.mark.parametrize("invocation_type", ["RequestResponse", "Event"])
-async def test_reserved_concurrency_zero_is_always_429(
-    server: Server, invocation_type: str
-) -> None:
+async def test_reserved_concurrency_zero_is_always_429_when_synchronous(server: Server) -> None:
     async with asyncio.timeout(DEADLINE):
-        error = await invoke_error(
-            server.client, FunctionName="disabled", InvocationType=invocation_type
-        )
+        error = await invoke_error(server.client, FunctionName="disabled")
+        response, _ = await invoke(server.client, FunctionName="disabled", InvocationType="Event")
     assert error["Error"]["Code"] == "TooManyRequestsException"
+    assert response["StatusCode"] == 202  # queued, then sent on as ZeroReservedConcurrency
 
 
 async def test_client_context_reaches_the_handler(server: Server) -> None:
@@ -516,13 +390,14 @@ async def test_event_is_accepted_then_runs_in_the_background(server: Server) -> 
 
 
 async def test_failed_event_invocation_is_logged(server: Server) -> None:
-    with log_record("streamfn.http", "event invocation failed") as failed:
+    with log_record("streamfn.async", "async invocation failed") as failed:
         async with asyncio.timeout(DEADLINE):
             response, _ = await invoke(server.client, FunctionName="boom", InvocationType="Event")
             record = await failed
     assert response["StatusCode"] == 202
     assert record.__dict__["errorType"] == "ValueError"
     assert record.__dict__["requestId"] == response["ResponseMetadata"]["RequestId"]
+    assert record.__dict__["attempt"] == 1
 
 
 async def test_event_over_1_mb_is_413(server: Server) -> None:
@@ -614,12 +489,12 @@ async def test_port_in_use_is_a_config_error() -> None:
 
 
 async def test_asgi_app_is_mountable_without_a_server() -> None:
-    sent: list[http.Message] = []
+    sent: list[Message] = []
 
-    async def receive() -> http.Message:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: http.Message) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "GET", "path": "/health", "query_string": b"", "headers": []}
@@ -629,67 +504,140 @@ async def test_asgi_app_is_mountable_without_a_server() -> None:
     assert json.loads(sent[1]["body"]) == {"status": "ok"}
 
 
-async def run_cli(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamfn.cli",
-        "run",
-        *args,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def test_cli_serves_the_invoke_api_and_exits_0_on_sigterm() -> None:
-    # Port 0, then the port from the "listening" line: no window for another process to take it.
-    proc = await run_cli("tests/apps/hello_app.py:app", "--port", "0")
-    assert proc.stderr is not None
-    lines: list[dict[str, Any]] = []
-    try:
+async def test_cli_serves_the_invoke_api_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    async with streamfn_run(f"{APPS}/hello_app.py:app", "--state-dir", str(tmp_path)) as cli:
+        client = lambda_client(cli.port)
         async with asyncio.timeout(DEADLINE):
-            while not lines or lines[-1].get("msg") != "listening":
-                line = await proc.stderr.readline()
-                assert line, f"streamfn run exited early: {lines}"
-                lines.append(json.loads(line))
-            port = lines[-1]["port"]
-            client = lambda_client(port)
             response, result = await invoke(
                 client, FunctionName="hello", Payload=b'{"name": "cli"}'
             )
-            client.close()
-            proc.send_signal(signal.SIGTERM)
-            rest = await proc.stderr.read()
-            returncode = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        client.close()
+        returncode = await cli.terminate()
     assert result == {
         "message": "hello cli",
         "requestId": response["ResponseMetadata"]["RequestId"],
     }
     assert returncode == 0
-    assert any(json.loads(line)["msg"] == "stopped" for line in rest.splitlines())
+    assert cli.lines[-1]["msg"] == "stopped"
+    listening = next(line for line in cli.lines if line["msg"] == "listening")
+    assert listening["host"] == "127.0.0.1"  # loopback unless told otherwise
+    greeting = next(line for line in cli.lines if line["msg"] == "greeting cli")
+    assert greeting["requestId"] == response["ResponseMetadata"]["RequestId"]
 
 
 async def test_cli_bad_target_exits_2() -> None:
     async with asyncio.timeout(DEADLINE):
-        proc = await run_cli("nope:app", "--port", "0")
+        proc = await start_cli("run", "nope:app", "--port", "0")
         _, stderr = await proc.communicate()
     assert proc.returncode == 2
     assert "streamfn: error: cannot import 'nope'" in stderr.decode()
 
 
-async def test_cli_busy_port_exits_2() -> None:
+async def test_cli_busy_port_exits_2(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         async with asyncio.timeout(DEADLINE):
-            proc = await run_cli("tests/apps/hello_app.py:app", "--port", str(port))
+            proc = await start_cli(
+                "run", f"{APPS}/hello_app.py:app", "--port", str(port), "--state-dir", str(tmp_path)
+            )
             _, stderr = await proc.communicate()
     assert proc.returncode == 2
     assert f"streamfn: error: cannot listen on 127.0.0.1:{port}: " in stderr.decode()
+
+
+def decode_tail(response: dict[str, Any]) -> str:
+    return base64.b64decode(response["LogResult"]).decode(errors="replace")
+
+
+async def test_log_type_tail_returns_the_invocations_log(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, result = await invoke(
+            server.client, FunctionName="chatty", LogType="Tail", Payload=b'{"marker": "m1"}'
+        )
+        plain, _ = await invoke(server.client, FunctionName="chatty", Payload=b'{"marker": "m2"}')
+    request_id = response["ResponseMetadata"]["RequestId"]
+    lines = decode_tail(response).splitlines()
+    assert result == "m1"
+    assert lines[0] == f"START RequestId: {request_id} Version: $LATEST"
+    assert lines[1].startswith("[INFO]\t") and lines[1].endswith(f"\t{request_id}\tworking on m1")
+    assert "printed m1" in lines
+    assert lines[-2] == f"END RequestId: {request_id}"
+    assert lines[-1].startswith(f"REPORT RequestId: {request_id}\tDuration: ")
+    assert "Billed Duration: " in lines[-1] and "Memory Size: 128 MB" in lines[-1]
+    assert "LogResult" not in plain
+
+
+async def test_tail_of_a_failed_invocation_shows_the_error(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, error = await invoke(
+            server.client,
+            FunctionName="chatty",
+            LogType="Tail",
+            Payload=b'{"marker": "m3", "fail": true}',
+        )
+    assert (response["FunctionError"], error["errorMessage"]) == ("Unhandled", "failed m3")
+    assert "[ERROR] ValueError: failed m3" in decode_tail(response)
+
+
+async def test_tail_is_the_last_4_kb(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        response, _ = await invoke(
+            server.client,
+            FunctionName="chatty",
+            LogType="Tail",
+            Payload=b'{"marker": "m4", "noise": 10000}',
+        )
+    tail = base64.b64decode(response["LogResult"])
+    assert len(tail) == 4096
+    assert tail.decode().splitlines()[-1].startswith("REPORT RequestId: ")
+
+
+async def test_tails_of_concurrent_invocations_do_not_mix(server: Server) -> None:
+    async def call(marker: str) -> str:
+        payload = json.dumps({"marker": marker, "sleep": 0.05}).encode()
+        response, _ = await invoke(
+            server.client, FunctionName="chatty", LogType="Tail", Payload=payload
+        )
+        return decode_tail(response)
+
+    async with asyncio.timeout(DEADLINE):
+        tails = await asyncio.gather(*(call(f"c{i}") for i in range(4)))
+    for i, tail in enumerate(tails):
+        markers = {f"c{j}" for j in range(4) if f"working on c{j}" in tail}
+        assert markers == {f"c{i}"}
+
+
+async def test_unknown_log_type_is_400_and_form_content_type_is_415(server: Server) -> None:
+    path = "/2015-03-31/functions/echo/invocations"
+    async with asyncio.timeout(DEADLINE):
+        log_type = await raw_request(server.port, "POST", path, headers={"X-Amz-Log-Type": "All"})
+        form = await raw_request(
+            server.port,
+            "POST",
+            path,
+            b"a=1",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        json_type = await raw_request(
+            server.port, "POST", path, b"{}", headers={"Content-Type": "application/json"}
+        )
+    assert log_type.status == 400
+    assert log_type.headers["x-amzn-errortype"] == "InvalidParameterValueException"
+    assert form.status == 415
+    assert form.headers["x-amzn-errortype"] == "UnsupportedMediaTypeException"
+    assert form.json() == {
+        "Type": "User",
+        "message": "The content type of the Invoke request body is not JSON.",
+    }
+    assert json_type.status == 200
+
+
+async def test_invalid_qualifier_parameter_is_a_validation_error(server: Server) -> None:
+    async with asyncio.timeout(DEADLINE):
+        raw = await raw_request(
+            server.port, "POST", "/2015-03-31/functions/echo/invocations?Qualifier=a%2Fb"
+        )
+    assert raw.status == 400
+    assert raw.headers["x-amzn-errortype"] == "ValidationException"
