@@ -52,6 +52,20 @@ BENCH_SCENARIOS = {
         "connectors.http_bench",
         "sync Invoke of a no-op function vs a bare ASGI app, then durable Event invocations",
     ),
+    "fill": (
+        "connectors.bench_fill",
+        "write N stamped records (or a fixed rate) to a Kafka topic, SQS queue or Kinesis stream",
+    ),
+    "kafka-load": (
+        "connectors.bench_kafka_scenarios",
+        "load a topic and measure the worker draining it (streamfn's or yours): throughput, "
+        "end-to-end p50/p95/p99, CPU, peak RSS; I/O handlers, poison records, a joining worker",
+    ),
+    "http-load": (
+        "connectors.bench_http_load",
+        "drive the Invoke API (sync and Event) at a fixed rate: latency percentiles, errors, "
+        "server CPU and RSS",
+    ),
 }
 
 

@@ -1,0 +1,1 @@
+"""The reproducible comparison of streamfn with its peers (see BENCHMARKS.md)."""

@@ -1,0 +1,210 @@
+"""A short run of every ``streamfn bench`` scenario against real servers (tansu, moto, uvicorn):
+the harness works and its counts add up. Speeds are not asserted: CI machines vary."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from connectors.bench_fill import create_topic
+from connectors.bench_kafka_scenarios import worker_command
+from connectors.kafka_bench import TansuBroker
+from streamfn import benchkit
+from streamfn.runtime import run_loop
+
+pytestmark = pytest.mark.slow
+
+
+def bench(module: str, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    """Run a scenario module as ``streamfn bench`` does, with ``--json``; its exit code and
+    report."""
+    scenario = importlib.import_module(module)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    scenario.add_arguments(parser)
+    capsys.readouterr()
+    code = scenario.main(parser.parse_args([*argv, "--json"]))
+    return code, orjson.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    with TansuBroker() as tansu:
+        yield tansu.address
+
+
+def test_engine_scenario_drains_every_record(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = bench("streamfn.bench", capsys, "--records", "2000", "--partitions", "2")
+    assert code == 0
+    assert [r["records"] for r in report] == [2000]
+
+
+def test_kafka_scenario_drains_the_topic_on_both_sides(
+    broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = bench(
+        "connectors.kafka_bench", capsys, "--bootstrap-servers", broker, "--records", "3000"
+    )
+    assert code == 0
+    assert report["raw"]["records"] == report["streamfn"]["records"] == 3000
+
+
+def test_fill_kafka_writes_the_records_it_reports(
+    broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = bench(
+        "connectors.bench_fill",
+        capsys,
+        "kafka",
+        "--bootstrap-servers",
+        broker,
+        "--records",
+        "3000",
+        "--keys",
+        "zipf:50",
+        "--size",
+        "200",
+    )
+    assert code == 0
+    assert report["records"] == 3000
+
+
+@pytest.mark.parametrize("target", ["sqs", "kinesis"])
+def test_fill_aws_writes_the_records_it_reports(
+    target: str, moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = f"smoke-{uuid.uuid4().hex[:8]}"
+    code, report = bench(
+        "connectors.bench_fill",
+        capsys,
+        target,
+        "--endpoint-url",
+        moto_endpoint,
+        "--name",
+        name,
+        "--records",
+        "120",
+        "--keys",
+        "uniform:4",
+        "--partitions",
+        "2",
+    )
+    assert code == 0
+    assert (report["target"], report["records"]) == (target, 120)
+
+
+def test_kafka_load_drain_handles_every_record_once(
+    broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = bench(
+        "connectors.bench_kafka_scenarios",
+        capsys,
+        "--bootstrap-servers",
+        broker,
+        "--records",
+        "4000",
+        "--poison-every",
+        "1000",
+        "--timeout",
+        "60",
+    )
+    assert code == 0
+    assert (report["records"], report["dead_lettered"], report["lost"]) == (3996, 4, 0)
+    assert report["duplicates"] == 0 and report["first_record_s"] > 0
+
+
+def test_kafka_load_at_a_rate_measures_latency_and_plots(
+    broker: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    plot = tmp_path / "load.png"
+    pytest.importorskip("matplotlib")
+    code, report = bench(
+        "connectors.bench_kafka_scenarios",
+        capsys,
+        "--bootstrap-servers",
+        broker,
+        "--records",
+        "600",
+        "--rate",
+        "1000",
+        "--keys",
+        "uniform:8",
+        "--plot",
+        str(plot),
+        "--timeout",
+        "60",
+    )
+    assert code == 0
+    assert report["records"] == 600 and report["lost"] == 0
+    assert 0 < report["p50_ms"] <= report["p99_ms"]
+    assert plot.stat().st_size > 0
+
+
+def test_http_load_answers_every_request(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = bench(
+        "connectors.bench_http_load", capsys, "--rate", "200", "--duration", "1", "--bare"
+    )
+    assert code == 0
+    rows = {(r["server"], r["type"]): r for r in report["rows"]}
+    assert set(rows) == {("bare ASGI", "sync"), ("streamfn", "sync"), ("streamfn", "event")}
+    assert all(r["done"] == 200 and r["errors"] == 0 for r in rows.values())
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_sqs_scenario_drains_on_both_sides(
+    moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = bench(
+        "connectors.sqs_bench",
+        capsys,
+        "--endpoint-url",
+        moto_endpoint,
+        "--messages",
+        "40",
+        "--depth",
+        "20",
+    )
+    assert code == 0
+    assert report["rows"][0]["raw"] > 0 and report["rows"][0]["streamfn"] > 0
+
+
+def test_kafka_load_watches_your_worker_through_its_commits(
+    broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic, group = f"yours-{uuid.uuid4().hex[:8]}", f"yours-{uuid.uuid4().hex[:8]}"
+    run_loop(create_topic(broker, topic, 2))
+    config = {
+        "servers": broker,
+        "topic": topic,
+        "group": group,
+        "records": 1000,
+        "batch_size": 100,
+        "batching_window": 0.0,
+        "parallelization_factor": 1,
+        "sleep_ms": 0.0,
+        "per_record": False,
+        "poison_every": 0,
+        "latency": False,
+        "ids_file": None,
+    }
+    worker = benchkit.WorkerProcess(worker_command(config))  # stands in for "your" worker
+    try:
+        assert benchkit.wait_until(worker.ready.is_set, 30)
+        code, report = bench(
+            "connectors.bench_kafka_scenarios",
+            capsys,
+            *("--bootstrap-servers", broker, "--topic", topic, "--group", group),
+            *("--worker-pid", str(worker.process.pid), "--records", "1000", "--rate", "1000"),
+            *("--timeout", "60"),
+        )
+    finally:
+        worker.stop()
+    assert code == 0
+    assert report["records"] == 1000 and report["latency"] == "to commit"
+    assert 0 < report["p50_ms"] <= report["p99_ms"] and report["cpu_s"] > 0
