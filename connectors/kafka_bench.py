@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from connectors.kafka import KafkaSource
 from streamfn import logs
 from streamfn.app import App
+from streamfn.benchkit import DrainClock
 from streamfn.record import Batch, Record
 from streamfn.runtime import run_loop
 
@@ -171,40 +171,7 @@ async def fill(servers: str, topic: str, partitions: int, records: int, record_s
         await producer.stop()
 
 
-class _Clock:
-    """Starts at the first fetched records and stops at the last processed batch."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.seen = 0
-        self.done = asyncio.Event()
-        self._start: tuple[float, float] | None = None
-        self._stop: tuple[float, float] | None = None
-
-    def started(self) -> None:
-        if self._start is None:
-            self._start = (time.perf_counter(), time.process_time())
-
-    def count(self, n: int) -> None:
-        self.seen += n
-        if self.seen >= self.total and self._stop is None:
-            self._stop = (time.perf_counter(), time.process_time())
-            self.done.set()
-
-    def result(self, side: str) -> dict[str, Any]:
-        assert self._start is not None and self._stop is not None
-        seconds = self._stop[0] - self._start[0]
-        return {
-            "side": side,
-            "records": self.seen,
-            "seconds": round(seconds, 3),
-            "records_per_s": round(self.seen / seconds),
-            "cpu_s": round(self._stop[1] - self._start[1], 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-
-
-async def drain_raw(servers: str, topic: str, clock: _Clock, batch_size: int) -> None:
+async def drain_raw(servers: str, topic: str, clock: DrainClock, batch_size: int) -> None:
     """The baseline: aiokafka's getmany, a commit after every batch, nothing else."""
     consumer = AIOKafkaConsumer(
         topic,
@@ -232,7 +199,7 @@ async def drain_raw(servers: str, topic: str, clock: _Clock, batch_size: int) ->
 class _TimedSource(KafkaSource):
     """Starts the clock when the first records are fetched, as the raw side does."""
 
-    clock: _Clock
+    clock: DrainClock
 
     async def fetch(
         self,
@@ -246,7 +213,7 @@ class _TimedSource(KafkaSource):
         return records
 
 
-async def drain_streamfn(servers: str, topic: str, clock: _Clock, batch_size: int) -> None:
+async def drain_streamfn(servers: str, topic: str, clock: DrainClock, batch_size: int) -> None:
     """streamfn's path: KafkaSource, per-partition pollers, a no-op batch handler; the engine
     commits after every batch."""
     source = _TimedSource(
@@ -271,7 +238,7 @@ async def drain_streamfn(servers: str, topic: str, clock: _Clock, batch_size: in
 async def _drain(
     side: str, servers: str, topic: str, records: int, batch_size: int, timeout: float
 ) -> dict[str, Any]:
-    clock = _Clock(records)
+    clock = DrainClock(records)
     drain = drain_raw if side == "raw" else drain_streamfn
     async with asyncio.timeout(timeout):
         await drain(servers, topic, clock, batch_size)

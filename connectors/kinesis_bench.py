@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import resource
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from connectors.dynamodb_leases import DynamoDBLeaseStore
 from connectors.kinesis import KinesisSource
 from streamfn import logs
 from streamfn.app import App
+from streamfn.benchkit import DrainClock
 from streamfn.record import Batch, Record
 from streamfn.runtime import run_loop
 
@@ -120,42 +120,8 @@ async def fill(endpoint: str, stream: str, records: int, record_size: int) -> No
                 raise RuntimeError(f"{response['FailedRecordCount']} records not written")
 
 
-class _Clock:
-    """Starts at the first fetched records and stops at the last handled batch."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.seen = 0
-        self.done = asyncio.Event()
-        self._start: tuple[float, float] | None = None
-        self._stop: tuple[float, float] | None = None
-
-    def started(self) -> None:
-        if self._start is None:
-            self._start = (time.perf_counter(), time.process_time())
-
-    def count(self, n: int) -> None:
-        self.seen += n
-        if self.seen >= self.total and self._stop is None:
-            self._stop = (time.perf_counter(), time.process_time())
-            self.done.set()
-
-    def result(self, side: str, calls: int) -> dict[str, Any]:
-        assert self._start is not None and self._stop is not None
-        seconds = self._stop[0] - self._start[0]
-        return {
-            "side": side,
-            "records": self.seen,
-            "seconds": round(seconds, 3),
-            "records_per_s": round(self.seen / seconds),
-            "get_records_calls": calls,
-            "cpu_s": round(self._stop[1] - self._start[1], 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-
-
 async def drain_raw(
-    endpoint: str, stream: str, clock: _Clock, calls_per_second: float, limit: int
+    endpoint: str, stream: str, clock: DrainClock, calls_per_second: float, limit: int
 ) -> int:
     """The baseline: per shard, GetShardIterator(TRIM_HORIZON) then GetRecords as fast as the
     call-rate limit allows; nothing else. Returns the number of GetRecords calls."""
@@ -201,7 +167,7 @@ async def drain_raw(
 class _TimedSource(KinesisSource):
     """Starts the clock when the first records are fetched, as the raw side does."""
 
-    clock: _Clock
+    clock: DrainClock
 
     async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:
         records = await super().fetch(partition, max_records, timeout)
@@ -213,7 +179,7 @@ class _TimedSource(KinesisSource):
 async def drain_streamfn(
     endpoint: str,
     stream: str,
-    clock: _Clock,
+    clock: DrainClock,
     calls_per_second: float,
     limit: int,
     batch_size: int,
@@ -300,7 +266,7 @@ def _noop(batch: Batch, context: Any) -> None:
 
 async def _drain(side: str, endpoint: str, stream: str, args: Sequence[str]) -> dict[str, Any]:
     records, cps, limit, batch_size, timeout = args
-    clock = _Clock(int(records))
+    clock = DrainClock(int(records))
     async with asyncio.timeout(float(timeout)):
         if side == "raw":
             calls = await drain_raw(endpoint, stream, clock, float(cps), int(limit))
@@ -308,7 +274,7 @@ async def _drain(side: str, endpoint: str, stream: str, args: Sequence[str]) -> 
             calls = await drain_streamfn(
                 endpoint, stream, clock, float(cps), int(limit), int(batch_size)
             )
-    return clock.result(side, calls)
+    return clock.result(side, get_records_calls=calls)
 
 
 def _run_side(side: str, endpoint: str, stream: str, args: argparse.Namespace) -> dict[str, Any]:

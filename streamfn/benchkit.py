@@ -12,6 +12,7 @@ import bisect
 import math
 import os
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -801,3 +802,38 @@ def wait_until(condition: Callable[[], bool], timeout: float, poll: float = 0.05
             return False
         time.sleep(poll)
     return True
+
+
+class DrainClock:
+    """Times a drain from the first fetched records to the last handled batch, in wall and CPU
+    seconds, so start-up (connecting, joining a group) stays out of the rate."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.seen = 0
+        self.done = asyncio.Event()
+        self._start: tuple[float, float] | None = None
+        self._stop: tuple[float, float] | None = None
+
+    def started(self) -> None:
+        if self._start is None:
+            self._start = (time.perf_counter(), time.process_time())
+
+    def count(self, n: int) -> None:
+        self.seen += n
+        if self.seen >= self.total and self._stop is None:
+            self._stop = (time.perf_counter(), time.process_time())
+            self.done.set()
+
+    def result(self, side: str, **extra: Any) -> dict[str, Any]:
+        assert self._start is not None and self._stop is not None
+        seconds = self._stop[0] - self._start[0]
+        return {
+            "side": side,
+            "records": self.seen,
+            "seconds": round(seconds, 3),
+            "records_per_s": round(self.seen / seconds),
+            **extra,
+            "cpu_s": round(self._stop[1] - self._start[1], 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
