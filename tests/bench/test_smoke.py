@@ -208,3 +208,28 @@ def test_kafka_load_watches_your_worker_through_its_commits(
     assert code == 0
     assert report["records"] == 1000 and report["latency"] == "to commit"
     assert 0 < report["p50_ms"] <= report["p99_ms"] and report["cpu_s"] > 0
+
+
+def test_kinesis_scenario_drains_on_both_sides(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = bench(
+        "connectors.kinesis_bench", capsys, "--records", "1000", "--lease-seconds", "3"
+    )
+    assert code == 0
+    assert report["raw"]["records"] == report["streamfn"]["records"] == 1000
+    assert report["raw"]["get_records_calls"] > 0
+
+
+def test_http_scenario_measures_every_server(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = bench(
+        "connectors.http_bench",
+        capsys,
+        *("--duration", "0.5", "--warmup", "0.2", "--rounds", "1"),
+        *("--connections", "4", "--generator", "asyncio"),
+    )
+    assert code in (0, 1)  # 1 = a speed target missed; speed is not what this checks
+    assert [r["scenario"] for r in report["results"]] == [
+        "bare ASGI",
+        "streamfn sync",
+        "streamfn Event (durable)",
+    ]
+    assert all(r["requests_per_s"] > 0 and r["errors"] == 0 for r in report["results"])
