@@ -30,9 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from connectors.kafka import KafkaSource
 from streamfn import logs
-from streamfn.app import App
 from streamfn.benchkit import DrainClock
-from streamfn.record import Batch, Record
+from streamfn.record import Record
 from streamfn.runtime import run_loop
 
 SIDES = ("raw", "streamfn")
@@ -220,19 +219,7 @@ async def drain_streamfn(servers: str, topic: str, clock: DrainClock, batch_size
         topic, bootstrap_servers=servers, group_id=f"bench-streamfn-{uuid.uuid4().hex}"
     )
     source.clock = clock
-    app = App("kafka-bench")
-
-    @app.consume(
-        source,
-        batch_size=batch_size,
-        maximum_batching_window=0,
-        starting_position="TRIM_HORIZON",
-    )
-    async def noop(batch: Batch, context: Any) -> None:
-        clock.count(len(batch))
-
-    async with app.running():
-        await clock.done.wait()
+    await clock.drain_with_noop_app(source, batch_size)
 
 
 async def _drain(

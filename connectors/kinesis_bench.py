@@ -196,22 +196,8 @@ async def drain_streamfn(
             records_per_call=limit,
         )
         source.clock = clock
-        calls = 0
-        app = App("kinesis-bench")
-
-        @app.consume(
-            source,
-            batch_size=batch_size,
-            maximum_batching_window=0,
-            starting_position="TRIM_HORIZON",
-        )
-        async def noop(batch: Batch, context: Any) -> None:
-            clock.count(len(batch))
-
-        async with app.running():
-            await clock.done.wait()
-            calls = sum(m.get_records_calls for m in source.metrics.values())
-    return calls
+        await clock.drain_with_noop_app(source, batch_size)
+        return sum(m.get_records_calls for m in source.metrics.values())
 
 
 async def lease_calls(endpoint: str, shards: int, workers: int, seconds: float) -> dict[str, Any]:

@@ -22,9 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
+
+from .app import App
+
+if TYPE_CHECKING:
+    from .source import Source
 
 # -- records --------------------------------------------------------------------------------
 
@@ -824,6 +829,23 @@ class DrainClock:
         if self.seen >= self.total and self._stop is None:
             self._stop = (time.perf_counter(), time.process_time())
             self.done.set()
+
+    async def drain_with_noop_app(self, source: Source, batch_size: int) -> None:
+        """streamfn's side of a drain: one mapping from ``source`` (from TRIM_HORIZON, no
+        batching window) into a no-op batch handler that counts, until every record is seen."""
+        app = App("bench")
+
+        @app.consume(
+            source,
+            batch_size=batch_size,
+            maximum_batching_window=0,
+            starting_position="TRIM_HORIZON",
+        )
+        async def noop(batch: Any, context: Any) -> None:
+            self.count(len(batch))
+
+        async with app.running():
+            await self.done.wait()
 
     def result(self, side: str, **extra: Any) -> dict[str, Any]:
         assert self._start is not None and self._stop is not None
