@@ -26,7 +26,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -34,8 +34,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamfn import App
-from streamfn.context import ClientContext
-from streamfn.dispatch import InvocationResult, current_request_id
+from streamfn.context import ClientContext, Context
+from streamfn.dispatch import Function, InvocationResult, current_request_id
 from streamfn.errors import (
     ConfigError,
     FunctionNotFound,
@@ -57,7 +57,7 @@ from .http_wire import (
     Send,
     read_body,
     request_id,
-    send_response,
+    whole_body,
 )
 
 log = logging.getLogger("streamfn.http")
@@ -119,14 +119,25 @@ class MethodNotAllowed(InvocationError):
         self.allow = allow
 
 
-_HEALTHY = Response(200, [JSON], b'{"status":"ok"}')
-_READY = Response(200, [JSON], b'{"status":"ready"}')
-_NOT_READY = Response(503, [JSON], b'{"status":"not ready"}')
-_ACCEPTED = Response(202, [], b"")
-_NO_CONTENT = Response(204, [], b"")
+_HEALTHY: Response = (200, [JSON], b'{"status":"ok"}')
+_READY: Response = (200, [JSON], b'{"status":"ready"}')
+_NOT_READY: Response = (503, [JSON], b'{"status":"not ready"}')
+_ACCEPTED: Response = (202, [], b"")
+_NO_CONTENT: Response = (204, [], b"")
 _PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 
 Handler = Callable[[Scope, Receive, str], Awaitable[Response]]
+
+
+class _Target(NamedTuple):
+    """What an Invoke path designates: the function and qualifier, the ARN it was invoked by
+    (``context.invoked_function_arn``), and the version it runs unless an alias draws one per
+    invocation (then ``function`` is None)."""
+
+    name: str
+    qualifier: str | None
+    arn: str
+    function: Function | None
 
 
 class InvokeAPI:
@@ -137,7 +148,7 @@ class InvokeAPI:
         self.limits = limits or Limits()
         self.urls = FunctionUrls(app)
         self._openapi: bytes | None = None
-        self._targets: dict[tuple[str, bytes], tuple[str, str | None, str]] = {}
+        self._targets: dict[tuple[str, bytes], _Target] = {}
         self._routes: dict[str, tuple[str, Handler]] = {
             "/health": ("GET", self._health),
             "/ready": ("GET", self._ready),
@@ -151,9 +162,9 @@ class InvokeAPI:
         rid = request_id()
         token = current_request_id.set(rid)  # on every log line of this request
         try:
-            match = _INVOKE_PATH.fullmatch(scope["path"])
-            if match is not None and scope["method"] == "POST":
-                response = await self._invoke(match[1], scope, receive, rid)
+            target = self._targets.get((scope["path"], scope["query_string"]))
+            if target is not None and scope["method"] == "POST":
+                response = await self._invoke(target, scope, receive, rid)
             else:
                 response = await self._dispatch(scope, receive, rid)
         except InvocationError as exc:
@@ -165,13 +176,22 @@ class InvokeAPI:
             response = _error_response(InvocationError("The Lambda service encountered an error."))
         finally:
             current_request_id.reset(token)
-        await send_response(send, response, rid.encode())
+        status, headers, body = response
+        headers = [*headers, (b"x-amzn-requestid", rid.encode())]
+        if status not in (204, 304):  # these must not carry a Content-Length
+            headers.append((b"content-length", b"%d" % len(body)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _dispatch(self, scope: Scope, receive: Receive, request_id: str) -> Response:
-        """Every route but a POST to Invoke, which ``__call__`` takes directly."""
+        """Every route but a POST to an Invoke target seen before, which ``__call__`` takes
+        directly."""
         path: str = scope["path"]
-        if _INVOKE_PATH.fullmatch(path) is not None:
-            raise MethodNotAllowed("POST")
+        invoke = _INVOKE_PATH.fullmatch(path)
+        if invoke is not None:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed("POST")
+            return await self._invoke(invoke[1], scope, receive, request_id)
         url = self.urls.target(path, _host(scope))
         if url is not None:
             return await self.urls.handle(*url, scope, receive, request_id)
@@ -190,16 +210,18 @@ class InvokeAPI:
         return _READY if self.app.ready else _NOT_READY
 
     async def _metrics(self, scope: Scope, receive: Receive, request_id: str) -> Response:
-        return Response(200, [_PROMETHEUS], self.app.metrics.render().encode())
+        return (200, [_PROMETHEUS], self.app.metrics.render().encode())
 
     async def _openapi_document(self, scope: Scope, receive: Receive, request_id: str) -> Response:
         if self._openapi is None:
             self._openapi = OPENAPI_PATH.read_bytes()
-        return Response(200, [JSON], self._openapi)
+        return (200, [JSON], self._openapi)
 
     async def _invoke(
-        self, function_name: str, scope: Scope, receive: Receive, request_id: str
+        self, target: _Target | str, scope: Scope, receive: Receive, request_id: str
     ) -> Response:
+        """Invoke; ``target`` is what the path names, or the FunctionName in it if the path
+        was not seen before."""
         headers: dict[bytes, bytes] = dict(scope["headers"])
         invocation_type = headers.get(b"x-amz-invocation-type", b"RequestResponse")
         if invocation_type not in _INVOCATION_TYPES:
@@ -217,48 +239,48 @@ class InvokeAPI:
             and _PAYLOAD_TYPES.fullmatch(content_type) is None
         ):
             raise UnsupportedMediaType("The content type of the Invoke request body is not JSON.")
-        name, qualifier, arn = self._cached_target(function_name, scope["query_string"])
+        if isinstance(target, str):
+            target = self._remember(target, scope)
         raw_context = headers.get(b"x-amz-client-context")
         client_context = None if raw_context is None else _client_context(raw_context)
         if invocation_type == b"DryRun":
             return _NO_CONTENT
         limit = EVENT_PAYLOAD_LIMIT if invocation_type == b"Event" else SYNC_PAYLOAD_LIMIT
         try:
-            body = await read_body(receive, headers.get(b"content-length"), limit)
+            message = await receive()
+            body = whole_body(message, limit)
+            if body is None:
+                body = await read_body(receive, headers.get(b"content-length"), limit, message)
         except BodyTooLarge as exc:
             raise _too_large(exc.size, limit) from None
-        event = _parse_payload(body)
+        try:
+            event = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
+        name, qualifier, arn, function = target
         if invocation_type == b"Event":
             await self.app.invoker.submit(name, qualifier, body, request_id)
             return _ACCEPTED
-        function = self.app.resolve(name, qualifier)
+        if function is None:
+            function = self.app.resolve(name, qualifier)
         if not function.try_reserve():
             raise function.throttled()
-        result = await function.invoke(
-            event,
-            request_id=request_id,
-            client_context=client_context,
-            invoked_arn=arn,
-            reserved=True,
-            tail=log_type == b"Tail",
-        )
-        return _result_response(result)
+        ctx = Context(function.info, request_id, arn, client_context)
+        if log_type == b"Tail":
+            return _result_response(await function.run_with_tail(event, ctx))
+        return _result_response(await function.run(event, ctx))
 
-    def _cached_target(
-        self, function_name: str, query_string: bytes
-    ) -> tuple[str, str | None, str]:
-        """:meth:`_target`, remembered: functions, versions and aliases do not change while the
-        app serves. Only targets that exist are kept, and at most ``_TARGET_CACHE`` of them."""
-        key = (function_name, query_string)
-        target = self._targets.get(key)
-        if target is None:
-            target = self._target(function_name, query_string)
-            if len(self._targets) >= _TARGET_CACHE:
-                self._targets.clear()
-            self._targets[key] = target
+    def _remember(self, function_name: str, scope: Scope) -> _Target:
+        """:meth:`_target`, kept for the path it came from: functions, versions and aliases do
+        not change while the app serves. Only targets that exist are kept, and at most
+        ``_TARGET_CACHE`` of them."""
+        target = self._target(function_name, scope["query_string"])
+        if len(self._targets) >= _TARGET_CACHE:
+            self._targets.clear()
+        self._targets[(scope["path"], scope["query_string"])] = target
         return target
 
-    def _target(self, function_name: str, query_string: bytes) -> tuple[str, str | None, str]:
+    def _target(self, function_name: str, query_string: bytes) -> _Target:
         """The function name and qualifier a FunctionName (and ``?Qualifier=``) designates, and
         the ARN it was invoked by (``context.invoked_function_arn``); FunctionNotFound unless
         it can run."""
@@ -293,7 +315,7 @@ class InvokeAPI:
         if (region, account) != (self.app.region, self.app.account_id):
             raise FunctionNotFound(f"Function not found: {arn}")
         self.app.check(name, qualifier)
-        return name, qualifier, arn
+        return _Target(name, qualifier, arn, self.app.pinned(name, qualifier))
 
 
 def asgi_app(app: App, limits: Limits | None = None) -> InvokeAPI:
@@ -318,15 +340,6 @@ def _too_large(size: int, limit: int) -> RequestTooLarge:
     return RequestTooLarge(
         f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
     )
-
-
-def _parse_payload(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
 
 
 def _client_context(raw: bytes) -> ClientContext:
@@ -359,7 +372,7 @@ def _result_response(result: InvocationResult) -> Response:
             )
         else:
             if len(body) <= RESPONSE_LIMIT:
-                return Response(200, headers, body)
+                return (200, headers, body)
             error = _runtime_error(
                 "Function.ResponseSizeTooLarge",
                 f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload "
@@ -367,7 +380,7 @@ def _result_response(result: InvocationResult) -> Response:
                 result,
             )
     headers.append((b"x-amz-function-error", b"Unhandled"))
-    return Response(200, headers, orjson.dumps(error))
+    return (200, headers, orjson.dumps(error))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -397,7 +410,7 @@ def _error_response(exc: InvocationError) -> Response:
         headers.append((b"retry-after", b"1"))
     elif isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allow.encode()))
-    return Response(exc.status, headers, orjson.dumps(body))
+    return (exc.status, headers, orjson.dumps(body))
 
 
 class _Protocol(HttpToolsProtocol):

@@ -70,11 +70,11 @@ _CORS_NAMES = frozenset(
         b"access-control-max-age",
     }
 )
-_BAD_GATEWAY = Response(502, [(b"content-type", b"text/plain")], b"Internal Server Error")
+_BAD_GATEWAY = (502, [(b"content-type", b"text/plain")], b"Internal Server Error")
 
 
 def _error(status: int, error_type: str, body: bytes, *extra: tuple[bytes, bytes]) -> Response:
-    return Response(status, [JSON, (b"x-amzn-errortype", error_type.encode()), *extra], body)
+    return (status, [JSON, (b"x-amzn-errortype", error_type.encode()), *extra], body)
 
 
 _UNKNOWN_URL = _error(403, "AccessDeniedException", b'{"Message":null}')
@@ -124,8 +124,9 @@ class FunctionUrls:
         response = await self._invoke(name, url, path, scope, receive, headers, request_id)
         if cors is None:
             return response
-        kept = [(k, v) for k, v in response.headers if k.lower() not in _CORS_NAMES]
-        return Response(response.status, kept + _cors_headers(cors, origin), response.body)
+        status, response_headers, body = response
+        kept = [(k, v) for k, v in response_headers if k.lower() not in _CORS_NAMES]
+        return (status, kept + _cors_headers(cors, origin), body)
 
     async def _invoke(
         self,
@@ -219,7 +220,7 @@ def _preflight(cors: Cors, headers: Mapping[str, str]) -> Response:
     method = headers["access-control-request-method"].upper()
     methods_ok = "*" in cors.allow_methods or method in cors.allow_methods
     if not _origin_allowed(cors, origin) or not methods_ok:
-        return Response(200, [], b"")
+        return (200, [], b"")
     out = _allow_origin(cors, origin)
     out.append((b"access-control-allow-methods", ", ".join(cors.allow_methods).encode()))
     if cors.allow_headers:
@@ -228,7 +229,7 @@ def _preflight(cors: Cors, headers: Mapping[str, str]) -> Response:
         out.append((b"access-control-allow-credentials", b"true"))
     if cors.max_age:
         out.append((b"access-control-max-age", str(cors.max_age).encode()))
-    return Response(200, out, b"")
+    return (200, out, b"")
 
 
 def url_event(
@@ -332,7 +333,7 @@ def url_response(result: InvocationResult) -> Response:
     try:
         if isinstance(value, dict) and "statusCode" in value:
             return _structured(value)
-        return Response(200, [JSON], orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
+        return (200, [JSON], orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
     except (Malformed, TypeError) as exc:
         log.warning(
             "function URL response cannot be mapped",
@@ -355,7 +356,7 @@ def _structured(value: dict[str, Any]) -> Response:
     if not isinstance(cookies, list):
         raise Malformed("cookies must be a list")
     headers += [(b"set-cookie", _header_value(cookie)) for cookie in cookies]
-    return Response(status, headers, _body(value.get("body"), value.get("isBase64Encoded")))
+    return (status, headers, _body(value.get("body"), value.get("isBase64Encoded")))
 
 
 def _header_name(name: Any) -> bytes:

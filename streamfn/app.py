@@ -300,6 +300,15 @@ class App:
             raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier)}")
         return function
 
+    def pinned(self, name: str, qualifier: str | None = None) -> Function | None:
+        """The version ``name`` (with ``qualifier``) always runs, so a caller may keep it; None
+        for an alias that splits its traffic by weight, which :meth:`resolve` draws per call."""
+        versions = self.versions.get(name)
+        alias = versions.aliases.get(qualifier) if versions and qualifier else None
+        if alias is not None and alias.additional_version_weights:
+            return None
+        return self.resolve(name, qualifier)
+
     def get_function(self, name: str) -> Function:
         return self.resolve(name)
 

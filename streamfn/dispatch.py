@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import FunctionConfig
-from .context import ClientContext, Context
+from .context import ClientContext, Context, FunctionInfo
 from .destinations import iso_timestamp
 from .errors import TooManyRequests
 from .metrics import AppMetrics
@@ -40,6 +40,8 @@ _tail_lines: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "streamfn_tail_lines", default=None
 )
 TAIL_BYTES = 4096  # X-Amz-Log-Result carries the last 4 KB of the invocation's log
+#: Names this process in log stream names, as a sandbox's id does on Lambda.
+_INSTANCE = os.urandom(16).hex()
 
 
 @dataclass(slots=True)
@@ -192,74 +194,63 @@ class Concurrency:
         self._held -= 1
 
 
-class _Cutoff:
-    """One invocation's deadline; expiring cancels its task. A cancellation counts as the
-    timeout only if no one else asked to cancel the task (``asyncio.timeout``'s rule)."""
-
-    __slots__ = ("cancelling", "deadline", "expired", "finished", "task")
-
-    def __init__(self, task: asyncio.Task[Any], deadline: float) -> None:
-        self.task = task
-        self.deadline = deadline
-        self.cancelling = task.cancelling()
-        self.expired = False
-        self.finished = False
-
-    def expire(self) -> None:
-        self.expired = True
-        self.task.cancel()
-
-    def timed_out(self) -> bool:
-        """After a CancelledError: whether it was this cutoff's, which it then absorbs."""
-        return self.expired and self.task.uncancel() <= self.cancelling
-
-
 class _Watchdog:
-    """Cuts a function's invocations at its timeout with one loop timer for all of them: they
-    share one timeout, so their deadlines arrive in order and the timer only ever waits for the
-    oldest unfinished one. A timer per invocation is the largest cost of a no-op invoke."""
+    """Cuts a function's invocations at its timeout with one loop timer for all of them. They
+    share one timeout, so deadlines arrive in the order invocations start: ``running`` (a dict,
+    so insertion-ordered) holds them oldest first, and the timer only ever waits for the oldest
+    one. A timer per invocation is the largest cost of a no-op invoke. A cut counts as the
+    timeout only if no one else asked to cancel the task meanwhile (``asyncio.timeout``'s
+    rule), so the task's cancel count is kept from the start."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._queue: collections.deque[_Cutoff] = collections.deque()
-        self._live = 0
+        self.running: dict[Context, tuple[asyncio.Task[Any], int]] = {}
+        self._expired: dict[Context, int] = {}  # cut, with the cancel count they started with
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, task: asyncio.Task[Any]) -> _Cutoff:
+    def watch(self, ctx: Context) -> None:
+        """Start the clock on the invocation of ``ctx``, running in the current task, until it
+        leaves ``running``; its deadline is ``ctx.deadline``."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        assert task is not None
         if loop is not self._loop:  # a new event loop: nothing of the old one can still run
-            self._loop, self._timer, self._live = loop, None, 0
-            self._queue.clear()
-        cutoff = _Cutoff(task, loop.time() + self.timeout)
-        self._queue.append(cutoff)
-        self._live += 1
+            self._loop, self._timer = loop, None
+            self.running.clear()
+            self._expired.clear()
+        self.running[ctx] = (task, task.cancelling())
         if self._timer is None:
-            self._timer = loop.call_at(cutoff.deadline, self._fire)
-        elif len(self._queue) > 2 * self._live + 64:  # finished ones behind a long-running head
-            self._queue = collections.deque(c for c in self._queue if not c.finished)
-        return cutoff
+            self._timer = loop.call_at(ctx.deadline, self._fire)
 
-    def done(self, cutoff: _Cutoff) -> None:
-        cutoff.finished = True
-        self._live -= 1
+    def timed_out(self, ctx: Context) -> bool:
+        """After a CancelledError: whether it was this watchdog's cut, which it then absorbs."""
+        cancelling = self._expired.pop(ctx, None)
+        task = asyncio.current_task()
+        return cancelling is not None and task is not None and task.uncancel() <= cancelling
 
     def _fire(self) -> None:
-        assert self._loop is not None
+        """Cut every invocation past its deadline (loop.time() may be a coarser clock than the
+        deadlines' ``time.monotonic()``: uvloop's is, and it never runs ahead of it)."""
         self._timer = None
-        now = self._loop.time()
-        queue = self._queue
-        while queue and (queue[0].finished or queue[0].deadline <= now):
-            cutoff = queue.popleft()
-            if not cutoff.finished:
-                cutoff.expire()
-        if queue:
-            self._timer = self._loop.call_at(queue[0].deadline, self._fire)
+        now = time.monotonic()
+        due = []
+        for ctx in self.running:
+            if ctx.deadline > now:
+                break
+            due.append(ctx)
+        for ctx in due:
+            task, cancelling = self.running.pop(ctx)
+            self._expired[ctx] = cancelling
+            task.cancel()
+        if self.running and self._loop is not None:
+            self._timer = self._loop.call_at(next(iter(self.running)).deadline, self._fire)
 
 
 class Function:
     """A registered handler (one version of a function) and its settings; every invocation path
-    goes through :meth:`invoke`."""
+    goes through :meth:`invoke`, or through :meth:`run` with a fresh ``Context(function.info,
+    ...)`` when the caller has taken the concurrency slot itself."""
 
     def __init__(
         self,
@@ -273,19 +264,24 @@ class Function:
         self.handler = handler
         self.config = config
         self.name = config.name
+        self.version = config.version
+        self.timeout = config.timeout
         self.is_async = inspect.iscoroutinefunction(handler)
         self._executor = executor
         self.concurrency = concurrency or Concurrency(config.reserved_concurrency)
         metrics = metrics or AppMetrics()
-        self._invocations = metrics.invocations.labels(config.name, config.version)
         self._errors = metrics.errors.labels(config.name, config.version)
         self._duration = metrics.duration.labels(config.name, config.version)
         self._throttles = metrics.throttles.labels(config.name)
-        self._arn = config.arn
-        self._memory = str(config.memory_size)
-        self._log_group = f"/aws/lambda/{config.name}"
-        self._stream_day = -1
-        self._stream = ""
+        self.info = FunctionInfo(
+            config.name,
+            config.version,
+            config.arn,
+            str(config.memory_size),
+            f"/aws/lambda/{config.name}",
+            f"{time.strftime('%Y/%m/%d')}/[{config.version}]{_INSTANCE}",
+            config.timeout,
+        )
         self._watchdog = _Watchdog(config.timeout)
 
     @property
@@ -293,36 +289,11 @@ class Function:
         """Invocations in flight across every version of the function."""
         return self.concurrency.running
 
-    def _context(
-        self, request_id: str, client_context: ClientContext | None, invoked_arn: str | None
-    ) -> Context:
-        # Positional: this runs once per invocation, and keyword passing costs twice as much.
-        ctx = Context(
-            self.name,
-            self.config.version,
-            invoked_arn or self._arn,
-            self._memory,
-            request_id,
-            self._log_group,
-            self._log_stream(),
-            time.monotonic() + self.config.timeout,
-        )
-        if client_context is not None:
-            ctx.client_context = client_context
-        return ctx
-
-    def _log_stream(self) -> str:
-        """``YYYY/MM/DD/[version]streamfn``, formatted once a day rather than per call."""
-        day = int(time.time() // 86_400)
-        if day != self._stream_day:
-            self._stream_day = day
-            self._stream = f"{time.strftime('%Y/%m/%d')}/[{self.config.version}]streamfn"
-        return self._stream
-
     def try_reserve(self) -> bool:
         """Take a concurrency slot without waiting (the synchronous Invoke path); a refusal is
         counted as a throttle."""
-        if self.concurrency.try_acquire():
+        concurrency = self.concurrency
+        if concurrency.limit is None or concurrency.try_acquire():
             return True
         self._throttles.inc()
         return False
@@ -347,20 +318,20 @@ class Function:
         result; only cancellation propagates. ``tail`` collects the invocation's log lines."""
         if not reserved and not self.concurrency.try_acquire():
             await self.concurrency.acquire()
-        request_id = request_id or str(uuid.uuid4())
-        ctx = self._context(request_id, client_context, invoked_arn)
+        ctx = Context(self.info, request_id or str(uuid.uuid4()), invoked_arn, client_context)
         if tail:
-            return await self._run_with_tail(event, ctx)
-        return await self._run(event, ctx)
+            return await self.run_with_tail(event, ctx)
+        return await self.run(event, ctx)
 
-    async def _run_with_tail(self, event: Any, ctx: Context) -> InvocationResult:
+    async def run_with_tail(self, event: Any, ctx: Context) -> InvocationResult:
+        """:meth:`run`, with the invocation's log lines collected into ``result.log``."""
         _capture_tail()
         request_id = ctx.aws_request_id
-        lines = [f"START RequestId: {request_id} Version: {self.config.version}\n"]
+        lines = [f"START RequestId: {request_id} Version: {self.version}\n"]
         token = _tail_lines.set(lines)
         start = time.perf_counter()
         try:
-            result = await self._run(event, ctx)
+            result = await self.run(event, ctx)
         finally:
             _tail_lines.reset(token)
         elapsed = time.perf_counter() - start
@@ -379,19 +350,18 @@ class Function:
             f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {rss_mb} MB\n"
         )
 
-    async def _run(self, event: Any, ctx: Context) -> InvocationResult:
-        """Call the handler under the function timeout, holding the slot the caller took."""
+    async def run(self, event: Any, ctx: Context) -> InvocationResult:
+        """Call the handler under the function timeout, holding (then releasing) the concurrency
+        slot the caller took. Handler errors and timeouts come back in the result."""
         request_id = ctx.aws_request_id
-        version = self.config.version
         concurrency = self.concurrency
-        task = asyncio.current_task()
-        assert task is not None
+        watchdog = self._watchdog
         # The HTTP adapter has set it already for the whole request; setting it again costs.
         token = (
             None if current_request_id.get() == request_id else current_request_id.set(request_id)
         )
         concurrency.running += 1
-        cutoff = self._watchdog.watch(task)
+        watchdog.watch(ctx)
         start = time.perf_counter()
         try:
             if self.is_async:
@@ -400,22 +370,23 @@ class Function:
                 loop = asyncio.get_running_loop()
                 call = functools.partial(contextvars.copy_context().run, self.handler, event, ctx)
                 value = await loop.run_in_executor(self._executor, call)
-            result = InvocationResult(request_id, value, None, version)
+            result = InvocationResult(request_id, value, None, self.version)
         except asyncio.CancelledError:
-            if not cutoff.timed_out():
+            if not watchdog.timed_out(ctx):
                 raise
-            error = timeout_object(self.config.timeout, request_id)
-            result = InvocationResult(request_id, None, error, version)
+            error = timeout_object(self.timeout, request_id)
+            result = InvocationResult(request_id, None, error, self.version)
+            self._errors.inc()
         except Exception as exc:
-            result = InvocationResult(request_id, None, error_object(exc, request_id), version)
+            error = error_object(exc, request_id)
+            result = InvocationResult(request_id, None, error, self.version)
+            self._errors.inc()
         finally:
             self._duration.observe(time.perf_counter() - start)
-            self._watchdog.done(cutoff)
+            watchdog.running.pop(ctx, None)
             concurrency.running -= 1
-            concurrency.release()
+            if concurrency.limit is not None:
+                concurrency.release()
             if token is not None:
                 current_request_id.reset(token)
-        self._invocations.inc()
-        if result.error is not None:
-            self._errors.inc()
         return result
