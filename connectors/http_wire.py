@@ -50,17 +50,6 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-def whole_body(message: Message, limit: int) -> bytes | None:
-    """The body, when the first ``receive()`` message holds all of it (the usual case, answered
-    without another await); None when more is coming. BodyTooLarge past ``limit``."""
-    if message["type"] != "http.request" or message.get("more_body", False):
-        return None
-    body: bytes = message.get("body", b"")
-    if len(body) > limit:
-        raise BodyTooLarge(len(body), limit)
-    return body
-
-
 async def read_body(
     receive: Receive, content_length: bytes | None, limit: int, first: Message | None = None
 ) -> bytes:
@@ -68,8 +57,10 @@ async def read_body(
     ``first`` is a message already received. (How long the body may take to arrive is the
     server's business: see ``Limits.body_timeout``.)"""
     message = first if first is not None else await receive()
-    body = whole_body(message, limit)
-    if body is not None:
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the usual case: the whole body at once
+        if len(body) > limit:
+            raise BodyTooLarge(len(body), limit)
         return body
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
         raise BodyTooLarge(int(content_length), limit)
@@ -99,5 +90,6 @@ _id_counter = itertools.count(int.from_bytes(os.urandom(5)))
 
 def request_id() -> str:
     """A version 4 UUID string unique to this process (random prefix, then a counter): ids
-    must be unique, not secret, and ``uuid4``'s system call per request shows in benchmarks."""
-    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF:012x}"
+    must be unique, not secret, and ``uuid4``'s system call per request shows in benchmarks.
+    (``to_bytes().hex()`` formats the counter in half the time a ``:012x`` format takes.)"""
+    return _ID_PREFIX + (next(_id_counter) & 0xFFFF_FFFF_FFFF).to_bytes(6).hex()

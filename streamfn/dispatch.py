@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 import uuid
+from asyncio import current_task, get_running_loop
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -57,6 +58,14 @@ class InvocationResult:
     def log_tail(self) -> bytes:
         """The last 4 KB of the log, as Lambda returns it in X-Amz-Log-Result (before base64)."""
         return (self.log or "").encode()[-TAIL_BYTES:]
+
+
+class FunctionError(Exception):
+    """The handler raised or timed out; ``error`` is Lambda's error object for it."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["errorMessage"])
+        self.error = error
 
 
 def error_object(exc: BaseException, request_id: str) -> dict[str, Any]:
@@ -212,8 +221,8 @@ class _Watchdog:
     def watch(self, ctx: Context) -> None:
         """Start the clock on the invocation of ``ctx``, running in the current task, until it
         leaves ``running``; its deadline is ``ctx.deadline``."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
+        loop = get_running_loop()
+        task = current_task(loop)
         assert task is not None
         if loop is not self._loop:  # a new event loop: nothing of the old one can still run
             self._loop, self._timer = loop, None
@@ -351,8 +360,17 @@ class Function:
         )
 
     async def run(self, event: Any, ctx: Context) -> InvocationResult:
+        """:meth:`call`, with the outcome as a result rather than an exception."""
+        try:
+            value = await self.call(event, ctx)
+        except FunctionError as failure:
+            return InvocationResult(ctx.aws_request_id, None, failure.error, self.version)
+        return InvocationResult(ctx.aws_request_id, value, None, self.version)
+
+    async def call(self, event: Any, ctx: Context) -> Any:
         """Call the handler under the function timeout, holding (then releasing) the concurrency
-        slot the caller took. Handler errors and timeouts come back in the result."""
+        slot the caller took, and return its value. A handler error or timeout raises
+        FunctionError with Lambda's error object; only cancellation propagates as itself."""
         request_id = ctx.aws_request_id
         concurrency = self.concurrency
         watchdog = self._watchdog
@@ -362,31 +380,26 @@ class Function:
         )
         concurrency.running += 1
         watchdog.watch(ctx)
-        start = time.perf_counter()
         try:
             if self.is_async:
-                value = await self.handler(event, ctx)
-            else:
-                loop = asyncio.get_running_loop()
-                call = functools.partial(contextvars.copy_context().run, self.handler, event, ctx)
-                value = await loop.run_in_executor(self._executor, call)
-            result = InvocationResult(request_id, value, None, self.version)
+                return await self.handler(event, ctx)
+            loop = asyncio.get_running_loop()
+            call = functools.partial(contextvars.copy_context().run, self.handler, event, ctx)
+            return await loop.run_in_executor(self._executor, call)
         except asyncio.CancelledError:
             if not watchdog.timed_out(ctx):
                 raise
-            error = timeout_object(self.timeout, request_id)
-            result = InvocationResult(request_id, None, error, self.version)
             self._errors.inc()
+            raise FunctionError(timeout_object(self.timeout, request_id)) from None
         except Exception as exc:
-            error = error_object(exc, request_id)
-            result = InvocationResult(request_id, None, error, self.version)
             self._errors.inc()
+            raise FunctionError(error_object(exc, request_id)) from None
         finally:
-            self._duration.observe(time.perf_counter() - start)
+            # The context was made as the invocation started: its deadline says when.
+            self._duration.observe(time.monotonic() - ctx.deadline + self.timeout)
             watchdog.running.pop(ctx, None)
             concurrency.running -= 1
             if concurrency.limit is not None:
                 concurrency.release()
             if token is not None:
                 current_request_id.reset(token)
-        return result
