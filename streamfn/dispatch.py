@@ -213,35 +213,32 @@ class _Watchdog:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        #: Invocations being timed, by context, with their task and its cancel count at start.
+        #: Function.call adds and removes its own entry, without a call (the hot path).
         self.running: dict[Context, tuple[asyncio.Task[Any], int]] = {}
-        self._expired: dict[Context, int] = {}  # cut, with the cancel count they started with
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.expired: dict[Context, int] = {}  # cut, with the cancel count they started with
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
-    def watch(self, ctx: Context) -> None:
-        """Start the clock on the invocation of ``ctx``, running in the current task, until it
-        leaves ``running``; its deadline is ``ctx.deadline``."""
-        loop = get_running_loop()
-        task = current_task(loop)
-        assert task is not None
-        if loop is not self._loop:  # a new event loop: nothing of the old one can still run
-            self._loop, self._timer = loop, None
+    def arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Start the timer for ``deadline``; a watcher calls this when no timer runs on its
+        loop. A new event loop means nothing of the old one can still run."""
+        if loop is not self.loop:
+            self.loop = loop
             self.running.clear()
-            self._expired.clear()
-        self.running[ctx] = (task, task.cancelling())
-        if self._timer is None:
-            self._timer = loop.call_at(ctx.deadline, self._fire)
+            self.expired.clear()
+        self.timer = loop.call_at(deadline, self._fire)
 
     def timed_out(self, ctx: Context) -> bool:
         """After a CancelledError: whether it was this watchdog's cut, which it then absorbs."""
-        cancelling = self._expired.pop(ctx, None)
+        cancelling = self.expired.pop(ctx, None)
         task = asyncio.current_task()
         return cancelling is not None and task is not None and task.uncancel() <= cancelling
 
     def _fire(self) -> None:
         """Cut every invocation past its deadline (loop.time() may be a coarser clock than the
         deadlines' ``time.monotonic()``: uvloop's is, and it never runs ahead of it)."""
-        self._timer = None
+        self.timer = None
         now = time.monotonic()
         due = []
         for ctx in self.running:
@@ -250,10 +247,10 @@ class _Watchdog:
             due.append(ctx)
         for ctx in due:
             task, cancelling = self.running.pop(ctx)
-            self._expired[ctx] = cancelling
+            self.expired[ctx] = cancelling
             task.cancel()
-        if self.running and self._loop is not None:
-            self._timer = self._loop.call_at(next(iter(self.running)).deadline, self._fire)
+        if self.running and self.loop is not None:
+            self.timer = self.loop.call_at(next(iter(self.running)).deadline, self._fire)
 
 
 class Function:
@@ -379,7 +376,12 @@ class Function:
             None if current_request_id.get() == request_id else current_request_id.set(request_id)
         )
         concurrency.running += 1
-        watchdog.watch(ctx)
+        loop = get_running_loop()
+        task = current_task(loop)
+        assert task is not None
+        if watchdog.timer is None or watchdog.loop is not loop:
+            watchdog.arm(loop, ctx.deadline)
+        watchdog.running[ctx] = (task, task.cancelling())
         try:
             if self.is_async:
                 return await self.handler(event, ctx)
@@ -398,6 +400,8 @@ class Function:
             # The context was made as the invocation started: its deadline says when.
             self._duration.observe(time.monotonic() - ctx.deadline + self.timeout)
             watchdog.running.pop(ctx, None)
+            if watchdog.expired:  # cut, but the handler swallowed the cancellation
+                watchdog.expired.pop(ctx, None)
             concurrency.running -= 1
             if concurrency.limit is not None:
                 concurrency.release()

@@ -30,6 +30,42 @@ async def test_timeout_cancels_handler_and_reports_task_timed_out() -> None:
     assert cancelled.is_set()
 
 
+async def test_timeouts_cut_each_invocation_at_its_own_deadline() -> None:
+    """One timer serves all invocations of a function; each is still cut at its own deadline,
+    and those that finish in time are left alone."""
+    app = App()
+
+    @app.function(timeout=0.2)
+    async def sleeper(event: Any, context: Context) -> str:
+        await asyncio.sleep(event)
+        return "done"
+
+    slow = asyncio.create_task(app.invoke("sleeper", 5))
+    await asyncio.sleep(0.1)
+    results = await asyncio.gather(
+        slow, app.invoke("sleeper", 5), app.invoke("sleeper", 0), app.invoke("sleeper", 0.05)
+    )
+    assert [r.error is not None for r in results] == [True, True, False, False]
+    assert not app.resolve("sleeper")._watchdog.running
+
+
+async def test_handler_that_swallows_its_timeout_leaves_nothing_behind() -> None:
+    app = App()
+
+    @app.function(timeout=0.05)
+    async def stubborn(event: Any, context: Context) -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "ignored the cut"
+        return "slept"
+
+    result = await app.invoke("stubborn", {})
+    assert result.value == "ignored the cut"
+    watchdog = app.resolve("stubborn")._watchdog
+    assert not watchdog.running and not watchdog.expired
+
+
 async def test_timeout_in_mapping_counts_as_function_error() -> None:
     source = MemorySource()
     source.append("p0", b"x")
