@@ -271,15 +271,15 @@ class _GroupCommit:
         self._more.set()
 
     async def run(self) -> None:
+        """Commit batches until closed; what was written before ``close()`` is committed
+        before this returns."""
         loop = asyncio.get_running_loop()
-        while True:
-            await self._more.wait()
-            self._more.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                if self._closing:
-                    return
+        while self._pending or not self._closing:
+            if not self._pending:
+                self._more.clear()
+                await self._more.wait()
                 continue
+            batch, self._pending = self._pending, []
             statements = [s for group, _ in batch for s in group]
             try:
                 await loop.run_in_executor(self._db, transaction, self._conn, statements)
