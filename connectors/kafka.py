@@ -16,7 +16,7 @@ import inspect
 import logging
 import re
 import ssl
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -152,6 +152,55 @@ def _decoded(data: bytes) -> Any:
             return _UNREADABLE
 
 
+async def start_client(
+    make: Callable[[], Any],
+    bootstrap_servers: str | Sequence[str],
+    connect_timeout: float,
+    subject: dict[str, str],
+    purpose: str = "",
+) -> Any:
+    """Start the aiokafka client ``make()`` builds, retrying with backoff until
+    ``connect_timeout``: a broker that is still starting must not crash-loop the worker, one
+    that never comes is a clear SourceError. ``subject`` names the caller in log lines;
+    ``purpose`` (e.g. "for topic 'x' ") goes into the error."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_timeout
+    error: BaseException | None = None
+    attempt = 0
+    while True:
+        attempt += 1
+        client = make()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await client.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await client.stop()
+            if not isinstance(exc, TimeoutError) or error is None:  # keep the broker's reason
+                error = exc
+        except BaseException:
+            await client.stop()
+            raise
+        else:
+            return client
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise SourceError(
+                f"cannot connect to Kafka at {bootstrap_servers} {purpose}within "
+                f"{connect_timeout:g} s ({attempt} attempts): {error!r}"
+            ) from error
+        delay = min(retry_delay(attempt - 1, 0.5, 10.0), remaining)
+        log.warning(
+            "cannot connect to Kafka; retrying",
+            extra={
+                **subject,
+                "attempt": attempt,
+                "retry_in": round(delay, 2),
+                "error": repr(error),
+            },
+        )
+        await asyncio.sleep(delay)
+
+
 class KafkaSource:
     """A Kafka consumer group member feeding one event source mapping.
 
@@ -260,48 +309,15 @@ class KafkaSource:
         }
 
     async def _connect(self, config: MappingConfig) -> Any:
-        """Start a consumer, retrying with backoff until ``connect_timeout``: a broker that is
-        still starting must not crash-loop the worker, one that never comes is a clear error."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
         kwargs = self._consumer_kwargs(config)
-        attempt = 0
-        error: BaseException | None = None
-        while True:
-            attempt += 1
-            consumer = AIOKafkaConsumer(**kwargs)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await consumer.start()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                await consumer.stop()
-                if not isinstance(exc, TimeoutError) or error is None:  # keep the broker's reason
-                    error = exc
-            except BaseException:
-                await consumer.stop()
-                raise
-            else:
-                log.info(
-                    "connected to Kafka", extra={"source": self.describe(), "attempt": attempt}
-                )
-                return consumer
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise SourceError(
-                    f"cannot connect to Kafka at {self.bootstrap_servers} within "
-                    f"{self.connect_timeout:g} s ({attempt} attempts): {error!r}"
-                ) from error
-            delay = min(retry_delay(attempt - 1, 0.5, 10.0), remaining)
-            log.warning(
-                "cannot connect to Kafka; retrying",
-                extra={
-                    "source": self.describe(),
-                    "attempt": attempt,
-                    "retry_in": round(delay, 2),
-                    "error": repr(error),
-                },
-            )
-            await asyncio.sleep(delay)
+        consumer = await start_client(
+            lambda: AIOKafkaConsumer(**kwargs),
+            self.bootstrap_servers,
+            self.connect_timeout,
+            {"source": self.describe()},
+        )
+        log.info("connected to Kafka", extra={"source": self.describe()})
+        return consumer
 
     async def _keep_alive(self, consumer: Any) -> None:
         """Mark the consumer active while the engine holds records: a partition blocked on

@@ -53,6 +53,7 @@ from .kafka import (
     _client_options,
     _servers,
     partition_id,
+    start_client,
 )
 
 log = logging.getLogger("streamfn.async.kafka")
@@ -292,40 +293,13 @@ class KafkaEventQueue:
             await stack.aclose()
 
     async def _start(self, make: Callable[[], Any]) -> Any:
-        """Start a client, retrying with backoff until ``connect_timeout``: a broker that is
-        still starting must not crash-loop the worker, one that never comes is a clear error."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.connect_timeout
-        error: BaseException | None = None
-        attempt = 0
-        while True:
-            attempt += 1
-            client = make()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await client.start()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                await client.stop()
-                if not isinstance(exc, TimeoutError) or error is None:  # keep the broker's reason
-                    error = exc
-            except BaseException:
-                await client.stop()
-                raise
-            else:
-                return client
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise SourceError(
-                    f"cannot connect to Kafka at {self.bootstrap_servers} for event queue topic "
-                    f"{self.topic!r} within {self.connect_timeout:g} s ({attempt} attempts): "
-                    f"{error!r}"
-                ) from error
-            delay = min(retry_delay(attempt - 1, 0.5, 10.0), remaining)
-            log.warning(
-                "cannot connect to Kafka; retrying",
-                extra={"queue": self.describe(), "retry_in": round(delay, 2), "error": repr(error)},
-            )
-            await asyncio.sleep(delay)
+        return await start_client(
+            make,
+            self.bootstrap_servers,
+            self.connect_timeout,
+            {"queue": self.describe()},
+            f"for event queue topic {self.topic!r} ",
+        )
 
     async def _check_topic(self, producer: Any, topic: str) -> None:
         try:

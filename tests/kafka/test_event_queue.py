@@ -20,6 +20,8 @@ from connectors.kafka_eventq import KafkaEventQueue
 from streamfn import App, ConfigError, Context, SourceError
 from streamfn.asyncq import DeadLetter, EventQueue, QueuedEvent
 
+from .. import event_queues
+from ..event_queues import fields
 from .conftest import Kafka, eventually
 
 SCALE = 0.001  # async_time_scale: one minute becomes 60 ms
@@ -52,25 +54,8 @@ def event(n: int) -> QueuedEvent:
     return QueuedEvent(str(uuid.uuid4()), "f", None, orjson.dumps({"n": n}), now, due_at=now)
 
 
-def fields(event: QueuedEvent) -> tuple[Any, ...]:
-    return (
-        event.request_id,
-        event.function,
-        event.qualifier,
-        event.payload,
-        event.enqueued_at,
-        event.attempts,
-        event.throttles,
-        event.due_at,
-    )
-
-
 async def receive(queue: EventQueue, count: int = 1) -> list[QueuedEvent]:
-    received: list[QueuedEvent] = []
-    async with asyncio.timeout(DEADLINE):
-        while len(received) < count:
-            received += await queue.receive(count - len(received))
-    return received
+    return await event_queues.receive(queue, count, DEADLINE)
 
 
 async def committed(kafka: Kafka, group: str, topic: str, offset: int) -> None:

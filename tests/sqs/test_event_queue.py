@@ -20,6 +20,8 @@ from connectors.sqs_eventq import SQSEventQueue
 from streamfn import App, ConfigError, Context, SourceError
 from streamfn.asyncq import DeadLetter, EventQueue, QueuedEvent
 
+from .. import event_queues
+from ..event_queues import fields
 from . import counts, create_queue, sqs_client, wait_empty, wait_until
 
 SCALE = 0.001  # async_time_scale: one minute becomes 60 ms
@@ -50,25 +52,8 @@ def event(n: int, *, due_in: float = 0.0, function: str = "f") -> QueuedEvent:
     return QueuedEvent(str(uuid.uuid4()), function, None, payload, now, due_at=now + due_in)
 
 
-def fields(event: QueuedEvent) -> tuple[Any, ...]:
-    return (
-        event.request_id,
-        event.function,
-        event.qualifier,
-        event.payload,
-        event.enqueued_at,
-        event.attempts,
-        event.throttles,
-        event.due_at,
-    )
-
-
 async def receive(queue: EventQueue, count: int = 1) -> list[QueuedEvent]:
-    received: list[QueuedEvent] = []
-    async with asyncio.timeout(DEADLINE):
-        while len(received) < count:
-            received += await queue.receive(count - len(received))
-    return received
+    return await event_queues.receive(queue, count, DEADLINE)
 
 
 async def messages(sqs: Any, url: str, count: int) -> list[dict[str, Any]]:
