@@ -26,16 +26,16 @@ from typing import Any
 
 import orjson
 
-from connectors.bench_fill import Load, create_topic, fill_kafka
-from connectors.kafka_bench import TansuBroker
-from streamfn import benchkit
+from streamfn.bench import kit
+from streamfn.bench.fill import Load, create_topic, fill_kafka
 from streamfn.runtime import run_loop
+from streamfn.testing.servers import TansuBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PEERS = ("aiokafka", "streamfn", "faststream", "faust", "quix")
 PARTITIONS = 12
-KEYS = benchkit.Keys("uniform:1000")
+KEYS = kit.Keys("uniform:1000")
 #: In a live-stream scenario the producer starts this long after the first worker, once every
 #: peer has joined its group (the slowest takes about 7 s), so latency excludes start-up.
 JOIN_GRACE = 10.0
@@ -105,28 +105,28 @@ def pin(pid: int, cpus: set[int] | None) -> None:
 async def run_once(
     peer: str, scenario: Mapping[str, Any], servers: str, topic: str, worker_cpus: set[int] | None
 ) -> dict[str, Any]:
-    """One peer, one run: its summary row (see :func:`benchkit.summarize`)."""
+    """One peer, one run: its summary row (see :func:`kit.summarize`)."""
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         ids: dict[str, str] = {}
         group = f"{peer}-{scenario['name']}-{uuid.uuid4().hex[:8]}"  # one per run: a and b share it
 
-        def spawn(name: str) -> benchkit.WorkerProcess:
+        def spawn(name: str) -> kit.WorkerProcess:
             ids[name] = str(Path(tmp) / f"ids-{name}")
             config = worker_config(peer, scenario, servers, topic, group, ids[name])
             config_json = orjson.dumps(config).decode()
             command = [sys.executable, "-m", f"bench.peers.{peer}_runner", config_json]
-            worker = benchkit.WorkerProcess(command)
+            worker = kit.WorkerProcess(command)
             pin(worker.process.pid, worker_cpus)
             return worker
 
-        plan = benchkit.Plan(
+        plan = kit.Plan(
             scenario["records"] - scenario["poison"],
             scenario.get("timeout", 300.0),
             scenario.get("join_at"),
             scenario.get("stay", 3.0),
         )
-        progress = benchkit.Progress(f"{scenario['name']} {peer}", plan.expected)
-        supervisor = benchkit.Supervisor(spawn, plan, progress)
+        progress = kit.Progress(f"{scenario['name']} {peer}", plan.expected)
+        supervisor = kit.Supervisor(spawn, plan, progress)
         load0 = os.getloadavg()[0]
         rate = scenario.get("rate", 0.0)
         try:
@@ -141,7 +141,7 @@ async def run_once(
                 run = await supervisor.finish()
         finally:
             progress.close()
-        row = benchkit.summarize(run, scenario["records"], ids.values(), scenario["poison"])
+        row = kit.summarize(run, scenario["records"], ids.values(), scenario["poison"])
         row["load_avg_1m"] = round((load0 + os.getloadavg()[0]) / 2, 2)
         extras = {
             k: v
@@ -155,7 +155,7 @@ async def run_once(
 def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median and min-max of throughput over runs; medians of the rest."""
     rates = [r["records_per_s"] for r in runs]
-    median, low, high = benchkit.median_spread(rates)
+    median, low, high = kit.median_spread(rates)
     row: dict[str, Any] = {"peer": runs[0]["peer"], "records_per_s": round(median)}
     row["spread"] = f"{round(low):,}-{round(high):,}"
     for key in (
@@ -173,7 +173,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ):
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
-            row[key] = round(benchkit.median_spread(values)[0], 3)
+            row[key] = round(kit.median_spread(values)[0], 3)
     for key in ("ack_policy", "commits_refused", "mode", "error"):
         if key in runs[0]:
             row[key] = runs[0][key]
@@ -190,7 +190,7 @@ def run_scenario(
     scale: float,
     worker_cpus: set[int] | None,
     failures: dict[str, str],
-) -> tuple[list[dict[str, Any]], dict[str, benchkit.Timeline]]:
+) -> tuple[list[dict[str, Any]], dict[str, kit.Timeline]]:
     scenario = {**SCENARIOS[name], "name": name}
     scenario["records"] = max(2000, int(scenario["records"] * scale))
     scenario["poison"] = (
@@ -207,7 +207,7 @@ def run_scenario(
             file=sys.stderr,
         )
     by_peer: dict[str, list[dict[str, Any]]] = {p: [] for p in peers}
-    timelines: dict[str, benchkit.Timeline] = {}
+    timelines: dict[str, kit.Timeline] = {}
     for _ in range(runs):
         for peer in peers:
             key = f"{name}/{peer}"
@@ -273,10 +273,10 @@ def versions() -> dict[str, str]:
 
 
 def write_results(
-    report: dict[str, Any], timelines: dict[str, dict[str, benchkit.Timeline]], out: Path
+    report: dict[str, Any], timelines: dict[str, dict[str, kit.Timeline]], out: Path
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(benchkit.dumps(report))
+    (out / "latest.json").write_text(kit.dumps(report))
     columns = [
         "scenario",
         "peer",
@@ -294,15 +294,15 @@ def write_results(
         "timed_out",
         "runs",
     ]
-    (out / "latest.txt").write_text(benchkit.render_table(report["rows"], columns) + "\n")
+    (out / "latest.txt").write_text(kit.render_table(report["rows"], columns) + "\n")
     groups: dict[str, dict[str, tuple[float, float, float]]] = {}
     for row in report["rows"]:
         low, high = (float(x.replace(",", "")) for x in row["spread"].split("-"))
         groups.setdefault(row["scenario"], {})[row["peer"]] = (row["records_per_s"], low, high)
     try:
-        benchkit.plot_bars(out / "throughput.png", "records/s (median of runs, min-max)", groups)
+        kit.plot_bars(out / "throughput.png", "records/s (median of runs, min-max)", groups)
         if "rebalance" in timelines:
-            benchkit.plot(
+            kit.plot(
                 out / "rebalance.png",
                 "a 2nd worker joins at 30%, leaves 3 s later",
                 timelines["rebalance"],
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
     }
     failures: dict[str, str] = {}
-    timelines: dict[str, dict[str, benchkit.Timeline]] = {}
+    timelines: dict[str, dict[str, kit.Timeline]] = {}
     with TansuBroker() as broker:
         if split:
             pin(broker._process.pid, set(cpus[:-1]))  # type: ignore[union-attr]
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 name, args.peers, runs, broker.address, scale, worker_cpus, failures
             )
             report["rows"].extend(rows)
-            print(benchkit.render_table(rows), file=sys.stderr)
+            print(kit.render_table(rows), file=sys.stderr)
             report["failures"] = failures
             report["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
             write_results(report, timelines, args.out)  # after each scenario: a partial run counts

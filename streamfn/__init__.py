@@ -11,7 +11,9 @@ from .errors import (
     InvocationError,
     SourceError,
     StreamfnError,
+    TargetError,
     TooManyRequests,
+    UnknownDeadLetter,
 )
 from .record import Batch, BatchResult, Record
 from .source import Source
@@ -37,7 +39,9 @@ __all__ = [
     "Source",
     "SourceError",
     "StreamfnError",
+    "TargetError",
     "TooManyRequests",
+    "UnknownDeadLetter",
 ]
 
 __version__ = "0.1.0"

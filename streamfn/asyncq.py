@@ -29,7 +29,7 @@ from typing import Any, Protocol, Self
 
 import orjson
 
-from .errors import ConfigError, StreamfnError
+from .errors import ConfigError, UnknownDeadLetter
 
 DB_NAME = "async-events.sqlite3"
 LOCK_NAME = "async-events.lock"
@@ -473,10 +473,6 @@ def _lock_state_dir(state_dir: Path) -> int:
             "worker its own --state-dir, or share an SQS or Kafka event queue"
         ) from None
     return fd
-
-
-class UnknownDeadLetter(StreamfnError):
-    """No dead letter has that request id."""
 
 
 class DeadLetterStore:

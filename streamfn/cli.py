@@ -19,9 +19,9 @@ import orjson
 
 from . import logs
 from .app import App
-from .asyncq import DeadLetter, DeadLetterStore, UnknownDeadLetter
+from .asyncq import DeadLetter, DeadLetterStore
 from .destinations import iso_timestamp
-from .errors import ConfigError, StreamfnError
+from .errors import ConfigError, StreamfnError, TargetError, UnknownDeadLetter
 from .runtime import run_loop
 
 log = logging.getLogger("streamfn.cli")
@@ -30,47 +30,9 @@ EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 DEFAULT_STATE_DIR = ".streamfn"
 
-#: bench scenario -> (module with add_arguments(parser) and main(args) -> int, help)
-BENCH_SCENARIOS = {
-    "engine": (
-        "streamfn.bench",
-        "push in-memory records through the engine with a no-op batch handler",
-    ),
-    "kafka": (
-        "connectors.kafka_bench",
-        "drain a Kafka topic with streamfn and with a raw aiokafka loop, side by side",
-    ),
-    "sqs": (
-        "connectors.sqs_bench",
-        "drain an SQS queue with streamfn and with a raw aiobotocore loop, per poller count",
-    ),
-    "kinesis": (
-        "connectors.kinesis_bench",
-        "drain a Kinesis stream with streamfn and with a raw GetRecords loop, same call rate",
-    ),
-    "http": (
-        "connectors.http_bench",
-        "sync Invoke of a no-op function vs a bare ASGI app, then durable Event invocations",
-    ),
-    "fill": (
-        "connectors.bench_fill",
-        "write N stamped records (or a fixed rate) to a Kafka topic, SQS queue or Kinesis stream",
-    ),
-    "kafka-load": (
-        "connectors.bench_kafka_scenarios",
-        "load a topic and measure the worker draining it (streamfn's or yours): throughput, "
-        "end-to-end p50/p95/p99, CPU, peak RSS; I/O handlers, poison records, a joining worker",
-    ),
-    "http-load": (
-        "connectors.bench_http_load",
-        "drive the Invoke API (sync and Event) at a fixed rate: latency percentiles, errors, "
-        "server CPU and RSS",
-    ),
-}
-
-
-class TargetError(StreamfnError):
-    """The ``module:attribute`` given to ``streamfn run`` does not lead to an App."""
+#: ``streamfn bench ...`` is handed to this module, found by name: the bench tool is a user
+#: feature in its own subpackage, which nothing in the library imports.
+BENCH_CLI = "streamfn.bench.cli"
 
 
 def load_app(target: str) -> App:
@@ -110,7 +72,7 @@ def load_app(target: str) -> App:
 
 def _http_server(host: str, port: int) -> Callable[..., Any]:
     try:
-        http = importlib.import_module("connectors.http")
+        http = importlib.import_module("streamfn.connectors.http")
     except ImportError as exc:
         raise ConfigError(
             f"the HTTP adapter needs the 'http' extra (pip install 'streamfn[http]'), "
@@ -172,29 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(overrides each mapping's shutdown_timeout)",
     )
     _add_dlq_parser(sub)
-    bench = sub.add_parser("bench", help="measure throughput (see each scenario's --help)")
-    scenarios = bench.add_subparsers(dest="scenario", required=True)
-    for name, (module_name, help_text) in BENCH_SCENARIOS.items():
-        scenario = scenarios.add_parser(name, help=help_text)
-        scenario.set_defaults(bench_module=module_name)
-        scenario.add_argument("--json", action="store_true", help="print results as JSON")
-        try:
-            importlib.import_module(module_name).add_arguments(scenario)
-        except ImportError as exc:
-            scenario.set_defaults(bench_missing=str(exc))
+    sub.add_parser(
+        "bench",
+        help="measure throughput (streamfn bench --help lists the scenarios)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure(getattr(args, "log_level", "info"))
     try:
         if args.command == "run":
             return _run(args)
-        if args.command == "dlq":
-            return _dlq(args)
-        return _bench(args)
+        return _dlq(args)
     except (ConfigError, TargetError) as exc:
         print(f"streamfn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -270,12 +228,14 @@ def _show(letter: DeadLetter) -> str:
     return orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode()
 
 
-def _bench(args: argparse.Namespace) -> int:
-    missing = getattr(args, "bench_missing", None)
-    if missing is not None:
-        raise ConfigError(f"bench {args.scenario} needs its extra installed: {missing}")
-    logging.getLogger().setLevel(logging.WARNING)
-    result: int = importlib.import_module(args.bench_module).main(args)
+def _bench(argv: list[str]) -> int:
+    logs.configure("warning")
+    try:
+        bench = importlib.import_module(BENCH_CLI)
+    except ImportError as exc:
+        print(f"streamfn: error: the bench tool cannot load: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result: int = bench.main(argv)
     return result
 
 

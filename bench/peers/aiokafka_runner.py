@@ -15,18 +15,18 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError
 
 from bench.peers.common import Runner
-from streamfn import benchkit
+from streamfn.bench import kit
 from streamfn.runtime import run_loop
 
 
 async def handle(runner: Runner, values: list[bytes]) -> None:
     try:
         await runner.handle(values)
-    except benchkit.PoisonRecord:
+    except kit.PoisonRecord:
         for value in values:
             try:
                 await runner.handle([value])
-            except benchkit.PoisonRecord:
+            except kit.PoisonRecord:
                 runner.tracker.dead_lettered([value])
 
 

@@ -2,7 +2,7 @@
 
 A runner is started as ``python -m bench.peers.<name>_runner '<config json>'``; it consumes the
 bench topic with its framework's no-op (or sleeping, or poison-raising) handler, prints the line
-protocol of :class:`streamfn.benchkit.WorkerReporter`, and stops gracefully on SIGTERM.
+protocol of :class:`streamfn.bench.kit.WorkerReporter`, and stops gracefully on SIGTERM.
 The handler's per-record work (read each record's id, and its latency when asked) is the same
 for every peer, so the comparison measures the frameworks, not the handlers.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from streamfn import benchkit
+from streamfn.bench import kit
 
 
 class Runner:
@@ -27,12 +27,12 @@ class Runner:
     def __init__(self, argv: Sequence[str]) -> None:
         logging.basicConfig(level=logging.WARNING)
         self.config: dict[str, Any] = orjson.loads(argv[1])
-        self.tracker = benchkit.Tracker(
+        self.tracker = kit.Tracker(
             self.config["records"],
             latency=self.config["latency"],
             poison_every=self.config["poison_every"],
         )
-        self.reporter = benchkit.WorkerReporter(self.tracker, self.config["ids_file"]).start()
+        self.reporter = kit.WorkerReporter(self.tracker, self.config["ids_file"]).start()
         self.sleep = self.config["sleep_ms"] / 1000
         self.per_record = self.config["per_record"]
 

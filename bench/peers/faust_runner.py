@@ -12,7 +12,7 @@ from typing import Any
 import faust
 
 from bench.peers.common import Runner
-from streamfn import benchkit
+from streamfn.bench import kit
 
 
 def build(runner: Runner) -> faust.App:
@@ -46,7 +46,7 @@ async def handle(runner: Runner, values: list[bytes]) -> None:
     failing batch is simply counted as not handled."""
     try:
         await runner.handle(values)
-    except benchkit.PoisonRecord:
+    except kit.PoisonRecord:
         runner.tracker.failed_ids.add(-1)
 
 

@@ -7,8 +7,8 @@ import sys
 
 import orjson
 
-from connectors.bench_kafka_scenarios import run_worker
 from streamfn import logs
+from streamfn.bench.kafka_load import run_worker
 from streamfn.runtime import run_loop
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ the harness works and its counts add up. Speeds are not asserted: CI machines va
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,24 +10,20 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.bench_fill import create_topic
-from connectors.bench_kafka_scenarios import worker_command
-from connectors.kafka_bench import TansuBroker
-from streamfn import benchkit
+from streamfn import cli
+from streamfn.bench import kit
+from streamfn.bench.fill import create_topic
+from streamfn.bench.kafka_load import worker_command
 from streamfn.runtime import run_loop
+from streamfn.testing.servers import TansuBroker
 
 pytestmark = pytest.mark.slow
 
 
-def bench(module: str, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
-    """Run a scenario module as ``streamfn bench`` does, with ``--json``; its exit code and
-    report."""
-    scenario = importlib.import_module(module)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--json", action="store_true")
-    scenario.add_arguments(parser)
+def bench(scenario: str, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    """Run ``streamfn bench SCENARIO ARGV --json`` in this process; its exit code and report."""
     capsys.readouterr()
-    code = scenario.main(parser.parse_args([*argv, "--json"]))
+    code = cli.main(["bench", scenario, *argv, "--json"])
     return code, orjson.loads(capsys.readouterr().out)
 
 
@@ -40,7 +34,7 @@ def broker() -> Iterator[str]:
 
 
 def test_engine_scenario_drains_every_record(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = bench("streamfn.bench", capsys, "--records", "2000", "--partitions", "2")
+    code, report = bench("engine", capsys, "--records", "2000", "--partitions", "2")
     assert code == 0
     assert [r["records"] for r in report] == [2000]
 
@@ -48,9 +42,7 @@ def test_engine_scenario_drains_every_record(capsys: pytest.CaptureFixture[str])
 def test_kafka_scenario_drains_the_topic_on_both_sides(
     broker: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, report = bench(
-        "connectors.kafka_bench", capsys, "--bootstrap-servers", broker, "--records", "3000"
-    )
+    code, report = bench("kafka", capsys, "--bootstrap-servers", broker, "--records", "3000")
     assert code == 0
     assert report["raw"]["records"] == report["streamfn"]["records"] == 3000
 
@@ -59,7 +51,7 @@ def test_fill_kafka_writes_the_records_it_reports(
     broker: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, report = bench(
-        "connectors.bench_fill",
+        "fill",
         capsys,
         "kafka",
         "--bootstrap-servers",
@@ -81,7 +73,7 @@ def test_fill_aws_writes_the_records_it_reports(
 ) -> None:
     name = f"smoke-{uuid.uuid4().hex[:8]}"
     code, report = bench(
-        "connectors.bench_fill",
+        "fill",
         capsys,
         target,
         "--endpoint-url",
@@ -103,7 +95,7 @@ def test_kafka_load_drain_handles_every_record_once(
     broker: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, report = bench(
-        "connectors.bench_kafka_scenarios",
+        "kafka-load",
         capsys,
         "--bootstrap-servers",
         broker,
@@ -125,7 +117,7 @@ def test_kafka_load_at_a_rate_measures_latency_and_plots(
     plot = tmp_path / "load.png"
     pytest.importorskip("matplotlib")
     code, report = bench(
-        "connectors.bench_kafka_scenarios",
+        "kafka-load",
         capsys,
         "--bootstrap-servers",
         broker,
@@ -147,9 +139,7 @@ def test_kafka_load_at_a_rate_measures_latency_and_plots(
 
 
 def test_http_load_answers_every_request(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = bench(
-        "connectors.bench_http_load", capsys, "--rate", "200", "--duration", "1", "--bare"
-    )
+    code, report = bench("http-load", capsys, "--rate", "200", "--duration", "1", "--bare")
     assert code == 0
     rows = {(r["server"], r["type"]): r for r in report["rows"]}
     assert set(rows) == {("bare ASGI", "sync"), ("streamfn", "sync"), ("streamfn", "event")}
@@ -161,7 +151,7 @@ def test_sqs_scenario_drains_on_both_sides(
     moto_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, report = bench(
-        "connectors.sqs_bench",
+        "sqs",
         capsys,
         "--endpoint-url",
         moto_endpoint,
@@ -193,11 +183,11 @@ def test_kafka_load_watches_your_worker_through_its_commits(
         "latency": False,
         "ids_file": None,
     }
-    worker = benchkit.WorkerProcess(worker_command(config))  # stands in for "your" worker
+    worker = kit.WorkerProcess(worker_command(config))  # stands in for "your" worker
     try:
-        assert benchkit.wait_until(worker.ready.is_set, 30)
+        assert kit.wait_until(worker.ready.is_set, 30)
         code, report = bench(
-            "connectors.bench_kafka_scenarios",
+            "kafka-load",
             capsys,
             *("--bootstrap-servers", broker, "--topic", topic, "--group", group),
             *("--worker-pid", str(worker.process.pid), "--records", "1000", "--rate", "1000"),
@@ -211,9 +201,7 @@ def test_kafka_load_watches_your_worker_through_its_commits(
 
 
 def test_kinesis_scenario_drains_on_both_sides(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = bench(
-        "connectors.kinesis_bench", capsys, "--records", "1000", "--lease-seconds", "3"
-    )
+    code, report = bench("kinesis", capsys, "--records", "1000", "--lease-seconds", "3")
     assert code == 0
     assert report["raw"]["records"] == report["streamfn"]["records"] == 1000
     assert report["raw"]["get_records_calls"] > 0
@@ -221,7 +209,7 @@ def test_kinesis_scenario_drains_on_both_sides(capsys: pytest.CaptureFixture[str
 
 def test_http_scenario_measures_every_server(capsys: pytest.CaptureFixture[str]) -> None:
     code, report = bench(
-        "connectors.http_bench",
+        "http",
         capsys,
         *("--duration", "0.5", "--warmup", "0.2", "--rounds", "1"),
         *("--connections", "4", "--generator", "asyncio"),

@@ -22,9 +22,9 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from connectors import http
-from connectors.http_wire import Limits
 from streamfn import App
+from streamfn.connectors import http
+from streamfn.connectors.http.wire import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = Path(__file__).resolve().parent / "apps"

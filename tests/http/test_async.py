@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.webhook import WebhookDestination
 from streamfn import (
     App,
     ConfigError,
@@ -26,6 +25,7 @@ from streamfn import (
     FunctionDestination,
 )
 from streamfn.asyncq import DeadLetterStore, SQLiteEventQueue
+from streamfn.connectors.webhook import WebhookDestination
 from streamfn.testing import MemoryDestination
 
 from .support import ARN, DEADLINE, invoke, serving, wait_until

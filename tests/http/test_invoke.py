@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from connectors import http
-from connectors.http_wire import Message
 from streamfn import App, ConfigError, Context
+from streamfn.connectors import http
+from streamfn.connectors.http.wire import Message
 
 from .support import (
     ACCOUNT,

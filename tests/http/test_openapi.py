@@ -1,5 +1,5 @@
 """The adapter against its own OpenAPI description: schemathesis generates requests for every
-route of ``connectors/http_openapi.json`` and sends them to a ``streamfn run`` worker. No
+route of ``connectors/http/openapi.json`` and sends them to a ``streamfn run`` worker. No
 response may be a 5xx (the app's functions never fail), undocumented, or of an undocumented
 content type."""
 
@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from connectors.http import OPENAPI_PATH
+from streamfn.connectors.http.openapi import OPENAPI_PATH
 
 from .support import APPS, DEADLINE, ROOT
 

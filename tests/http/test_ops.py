@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from connectors import http
-from connectors.http_wire import Limits, Message
 from streamfn import App, Context
+from streamfn.connectors import http
+from streamfn.connectors.http.wire import Limits, Message
 
 from .support import (
     DEADLINE,

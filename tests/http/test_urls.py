@@ -18,9 +18,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from connectors import http_urls
 from streamfn import App, ConfigError, Context
 from streamfn.config import Cors, FunctionUrl
+from streamfn.connectors.http import urls as http_urls
 
 from .support import DEADLINE, RawResponse, Served, raw_request, serving
 

@@ -21,9 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connectors.kafka import KafkaSource
-from connectors.kafka_bench import TansuBroker, free_port
 from streamfn import Batch
+from streamfn.connectors.kafka import KafkaSource
+from streamfn.testing.servers import TansuBroker, free_port
 
 #: Faster failure detection than aiokafka's defaults, so rebalances in tests take seconds.
 FAST_GROUP = {"heartbeat_interval_ms": 300, "session_timeout_ms": 6000}
@@ -157,12 +157,6 @@ class Kafka:
                 while len(messages) < count:
                     messages.extend((await consumer.getmany(tp, timeout_ms=500)).get(tp, []))
         return messages
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[TansuBroker]:
-    with TansuBroker() as broker:
-        yield broker
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from connectors.kafka import KafkaDestination
 from streamfn import App, Batch
+from streamfn.connectors.kafka import KafkaDestination
 
 from .conftest import FAST_RETRY, Kafka, Seen
 

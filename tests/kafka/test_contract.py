@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.kafka import KafkaDestination, KafkaSource, split_partition_id
 from streamfn import ConfigError, DestinationError, Record, Source
+from streamfn.connectors.kafka import KafkaDestination, KafkaSource
+from streamfn.connectors.kafka.source import split_partition_id
 
 from .conftest import Kafka
 

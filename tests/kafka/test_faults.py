@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka import KafkaSource
-from connectors.kafka_bench import TansuBroker
 from streamfn import App, MappingConfig, SourceError
+from streamfn.connectors.kafka import KafkaSource
+from streamfn.testing.servers import TansuBroker
 
 from .conftest import FAST_GROUP, Kafka, Seen, eventually
 

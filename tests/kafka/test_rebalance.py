@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from connectors.kafka import KafkaSource, partition_id
 from streamfn import App, Batch, MappingConfig, Record
+from streamfn.connectors.kafka import KafkaSource
+from streamfn.connectors.kafka.source import partition_id
 from streamfn.source import AssignmentListener
 
 from .conftest import FAST_GROUP, Kafka, Seen, eventually

@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 
-from connectors.kinesis import DynamoDBStreamSource, KinesisSource
+from streamfn.connectors.kinesis import DynamoDBStreamSource, KinesisSource
 
 FAST_RETRY = {"retry_base_delay": 0.001, "retry_max_delay": 0.01}
 #: Tests poll caught-up shards often and re-list shards every second.

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from connectors.kinesis import KinesisSource, ShardMetrics, _ShardReader
 from streamfn import App, Batch, BatchResult, Context, SourceError
+from streamfn.connectors.kinesis import KinesisSource, ShardMetrics
+from streamfn.connectors.kinesis.source import _ShardReader
 from streamfn.leases import Lease
 from streamfn.testing import MemoryDestination
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.dynamodb_leases import DynamoDBLeaseStore
+from streamfn.connectors.kinesis.leases import DynamoDBLeaseStore
 from streamfn.leases import (
     SHARD_END,
     TRIM_HORIZON,

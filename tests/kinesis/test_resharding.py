@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kinesis import KinesisSource
 from streamfn import App, Batch, Context
+from streamfn.connectors.kinesis import KinesisSource
+from streamfn.testing.servers import free_port, wait_for_port
 
-from ..servers import free_port, wait_for_port
 from . import create_stream, kinesis, kinesis_source, put, wait_until
 
 pytestmark = pytest.mark.usefixtures("aws_env")

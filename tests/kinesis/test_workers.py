@@ -17,9 +17,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from connectors.dynamodb_leases import DynamoDBLeaseStore
-from connectors.kinesis import KinesisSource
 from streamfn import App, Batch, Context
+from streamfn.connectors.kinesis import KinesisSource
+from streamfn.connectors.kinesis.leases import DynamoDBLeaseStore
 
 from . import create_stream, kinesis_source, put, unique, wait_until
 
@@ -119,8 +119,8 @@ async def test_three_workers_balance_and_a_leaving_worker_hands_its_shards_over(
 WORKER_APP = """
 import os
 from streamfn import App
-from connectors.dynamodb_leases import DynamoDBLeaseStore
-from connectors.kinesis import KinesisSource
+from streamfn.connectors.kinesis.leases import DynamoDBLeaseStore
+from streamfn.connectors.kinesis import KinesisSource
 
 endpoint = os.environ["KX_ENDPOINT"]
 out = open(os.environ["KX_OUT"], "a", buffering=1)

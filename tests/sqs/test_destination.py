@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.sqs import SQSDestination
+from streamfn.connectors.sqs import SQSDestination
 from streamfn.destinations import Destination
 from streamfn.errors import DestinationError
 

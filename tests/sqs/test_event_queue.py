@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.eventq import encode
-from connectors.sqs_eventq import SQSEventQueue
 from streamfn import App, ConfigError, Context, SourceError
 from streamfn.asyncq import DeadLetter, EventQueue, QueuedEvent
+from streamfn.connectors._eventq import encode
+from streamfn.connectors.sqs.event_queue import SQSEventQueue
 
 from .. import event_queues
 from ..event_queues import fields

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from connectors.sqs import SQSSource
 from streamfn import App, Context
+from streamfn.connectors.sqs import SQSSource
 
 from . import create_queue, send, sqs_client, wait_empty, wait_until
 

@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.sqs import SQSDestination, SQSSource, _call_by_ten
 from streamfn import App, Batch, BatchResult, ConfigError, Context, SourceError
+from streamfn.connectors.sqs import SQSDestination, SQSSource
+from streamfn.connectors.sqs.source import _call_by_ten
+from streamfn.testing.servers import free_port, wait_for_port
 
-from ..servers import free_port, wait_for_port
 from . import create_queue, failure_of, send, sqs_client, wait_empty, wait_until
 
 REPORT = ["ReportBatchItemFailures"]

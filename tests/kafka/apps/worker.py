@@ -7,8 +7,8 @@ import os
 import time
 from typing import Any
 
-from connectors.kafka import KafkaSource
 from streamfn import App, Batch
+from streamfn.connectors.kafka import KafkaSource
 
 OUTPUT = os.environ["KAFKA_OUTPUT"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 
-from connectors.sqs import SQSSource
 from streamfn import App, Batch, Context
+from streamfn.connectors.sqs import SQSSource
 
 OUT = os.environ["OUT"]
 DELAY = float(os.environ.get("HANDLER_DELAY", "0"))

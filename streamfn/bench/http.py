@@ -225,7 +225,7 @@ def _wrk_ms(out: str, label: str) -> float:
 @contextlib.contextmanager
 def _start(role: str, state_dir: Path, cpu: int | None) -> Iterator[_Server]:
     """A server process (``role`` is ``bare`` or ``streamfn``), pinned to ``cpu``."""
-    command = [sys.executable, "-m", "connectors.http_bench", role, str(state_dir)]
+    command = [sys.executable, "-m", "streamfn.bench.http", role, str(state_dir)]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
     )
@@ -368,15 +368,15 @@ async def _bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def _serve(role: str, state_dir: Path) -> None:
     """Run one bench server on a free port and print ``PORT <n>`` once it listens."""
     from streamfn import App, Context
-
-    from . import http
-    from .http_wire import Limits
+    from streamfn.connectors import http
+    from streamfn.connectors.http import server
+    from streamfn.connectors.http.wire import Limits
 
     if role == "bare":
         limits = Limits()
-        sock = http.bind("127.0.0.1", 0)
+        sock = server.bind("127.0.0.1", 0)
         print(f"PORT {sock.getsockname()[1]}", flush=True)
-        await http.Server(http.uvicorn_config(_bare_app, limits)).serve(sockets=[sock])
+        await server.Server(server.uvicorn_config(_bare_app, limits)).serve(sockets=[sock])
         return
     app = App("bench", state_dir=state_dir)
 

@@ -33,7 +33,7 @@ from streamfn.config import Cors, FunctionUrl
 from streamfn.dispatch import InvocationResult
 from streamfn.errors import ConfigError
 
-from .http_wire import (
+from .wire import (
     JSON,
     BodyTooLarge,
     Headers,
@@ -44,7 +44,7 @@ from .http_wire import (
 )
 
 if TYPE_CHECKING:
-    from .http_sigv4 import SigV4Verifier
+    from .sigv4 import SigV4Verifier
 
 log = logging.getLogger("streamfn.http")
 
@@ -165,7 +165,7 @@ def _verifier(app: App) -> SigV4Verifier:
     """botocore checks the signatures; it is imported only when an AWS_IAM URL exists, so the
     adapter itself does not need it."""
     try:
-        from .http_sigv4 import SigV4Verifier
+        from .sigv4 import SigV4Verifier
     except ImportError as exc:
         raise ConfigError(
             f"function URLs with AWS_IAM auth need botocore installed: {exc}"

@@ -31,13 +31,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from connectors.bench_fill import Load, create_topic, fill_kafka
-from connectors.kafka import KafkaSource
-from connectors.kafka_bench import TansuBroker
-from streamfn import benchkit, logs
+from streamfn import logs
 from streamfn.app import App
+from streamfn.bench import kit
+from streamfn.bench.fill import Load, create_topic, fill_kafka
+from streamfn.connectors.kafka import KafkaSource
 from streamfn.record import Batch
 from streamfn.runtime import run_loop
+from streamfn.testing.servers import TansuBroker
 
 #: Group settings for bench workers: a joining or leaving worker rebalances in seconds.
 FAST_GROUP = {"heartbeat_interval_ms": 500, "session_timeout_ms": 6000}
@@ -51,7 +52,7 @@ class _DeadLetters:
 
     include_payload = True
 
-    def __init__(self, tracker: benchkit.Tracker) -> None:
+    def __init__(self, tracker: kit.Tracker) -> None:
         self.tracker = tracker
 
     def describe(self) -> str:
@@ -63,7 +64,7 @@ class _DeadLetters:
         self.tracker.dead_lettered(values)
 
 
-def build_worker(config: Mapping[str, Any], tracker: benchkit.Tracker) -> tuple[App, KafkaSource]:
+def build_worker(config: Mapping[str, Any], tracker: kit.Tracker) -> tuple[App, KafkaSource]:
     """streamfn on the bench topic, with the handler the config asks for."""
     source = KafkaSource(
         config["topic"],
@@ -102,11 +103,11 @@ def build_worker(config: Mapping[str, Any], tracker: benchkit.Tracker) -> tuple[
 
 
 async def run_worker(config: Mapping[str, Any]) -> None:
-    """Run until SIGTERM, reporting on stdout (see :class:`benchkit.WorkerReporter`)."""
-    tracker = benchkit.Tracker(
+    """Run until SIGTERM, reporting on stdout (see :class:`kit.WorkerReporter`)."""
+    tracker = kit.Tracker(
         config["records"], latency=config["latency"], poison_every=config["poison_every"]
     )
-    reporter = benchkit.WorkerReporter(tracker, config["ids_file"]).start()
+    reporter = kit.WorkerReporter(tracker, config["ids_file"]).start()
     app, source = build_worker(config, tracker)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -121,7 +122,7 @@ async def run_worker(config: Mapping[str, Any]) -> None:
 
 
 def worker_command(config: Mapping[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "connectors.bench_kafka_scenarios", orjson.dumps(config).decode()]
+    return [sys.executable, "-m", "streamfn.bench.kafka_load", orjson.dumps(config).decode()]
 
 
 # -- the watcher of someone else's worker ----------------------------------------------------
@@ -136,8 +137,8 @@ class _CommitWatcher:
         self.group = group
         self.topic = topic
         self.interval = interval
-        self.timeline = benchkit.Timeline()
-        self.histogram = benchkit.Histogram()
+        self.timeline = kit.Timeline()
+        self.histogram = kit.Histogram()
         self.committed = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
@@ -187,8 +188,8 @@ async def _watch_external(
     args: argparse.Namespace, servers: str, topic: str, load: Load
 ) -> dict[str, Any]:
     watcher = _CommitWatcher(servers, args.group, topic)
-    sampler = benchkit.ProcSampler(args.worker_pid).start() if args.worker_pid else None
-    progress = benchkit.Progress("kafka-load", load.records)
+    sampler = kit.ProcSampler(args.worker_pid).start() if args.worker_pid else None
+    progress = kit.Progress("kafka-load", load.records)
     done = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
@@ -201,7 +202,7 @@ async def _watch_external(
             done.set()
     finally:
         progress.close()
-    usage = sampler.stop() if sampler else benchkit.Usage()
+    usage = sampler.stop() if sampler else kit.Usage()
     seconds = (watcher.last_at or 0.0) - (watcher.first_at or 0.0)
     row: dict[str, Any] = {
         "worker": f"group {args.group}",
@@ -243,13 +244,13 @@ async def _run_builtin(
     config = _config(args, servers, topic)
     ids = {name: str(Path(tmp) / f"ids-{name}") for name in ("a", "b")}
 
-    def spawn(name: str) -> benchkit.WorkerProcess:
-        return benchkit.WorkerProcess(worker_command({**config, "ids_file": ids[name]}))
+    def spawn(name: str) -> kit.WorkerProcess:
+        return kit.WorkerProcess(worker_command({**config, "ids_file": ids[name]}))
 
     poison = args.records // args.poison_every if args.poison_every else 0
-    plan = benchkit.Plan(args.records - poison, args.timeout, args.join_at, args.stay)
-    progress = benchkit.Progress("kafka-load", plan.expected)
-    supervisor = benchkit.Supervisor(spawn, plan, progress)
+    plan = kit.Plan(args.records - poison, args.timeout, args.join_at, args.stay)
+    progress = kit.Progress("kafka-load", plan.expected)
+    supervisor = kit.Supervisor(spawn, plan, progress)
     try:
         if not load.rate:
             await fill_kafka(servers, topic, load)
@@ -260,7 +261,7 @@ async def _run_builtin(
     finally:
         progress.close()
     files = [ids[name] for name in supervisor.workers]
-    row = benchkit.summarize(run, args.records, files, poison)
+    row = kit.summarize(run, args.records, files, poison)
     return {"worker": "streamfn", **row}
 
 
@@ -305,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _scenario(args: argparse.Namespace, servers: str) -> dict[str, Any]:
     topic = args.topic or f"bench-{uuid.uuid4().hex[:12]}"
     await create_topic(servers, topic, args.partitions)
-    load = Load(args.records, args.size, benchkit.Keys(args.keys), args.rate)
+    load = Load(args.records, args.size, kit.Keys(args.keys), args.rate)
     if args.group:
         return await _watch_external(args, servers, topic, load)
     with tempfile.TemporaryDirectory(prefix="streamfn-bench-") as tmp:
@@ -330,8 +331,8 @@ def main(args: argparse.Namespace) -> int:
         title = f"kafka-load: {args.records:,} x {args.size} B" + (
             f" at {args.rate:,.0f}/s" if args.rate else " (drain)"
         )
-        benchkit.plot(args.plot, title, {row["worker"]: timeline}, {row["worker"]: histogram})
-    print(benchkit.dumps(report) if args.json else benchkit.render_table([report]))
+        kit.plot(args.plot, title, {row["worker"]: timeline}, {row["worker"]: histogram})
+    print(kit.dumps(report) if args.json else kit.render_table([report]))
     return 1 if row.get("timed_out") else 0
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from .app import App
-from .record import Batch
-from .runtime import run_loop
-from .testing import MemorySource
+from streamfn.app import App
+from streamfn.record import Batch
+from streamfn.runtime import run_loop
+from streamfn.testing import MemorySource
 
 
 async def drain_engine(

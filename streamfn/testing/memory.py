@@ -11,10 +11,10 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from .config import MappingConfig
-from .destinations import iso_timestamp
-from .record import Record
-from .source import AssignmentListener
+from ..config import MappingConfig
+from ..destinations import iso_timestamp
+from ..record import Record
+from ..source import AssignmentListener
 
 
 class MemorySource:

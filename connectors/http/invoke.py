@@ -1,11 +1,11 @@
 """Lambda's Invoke API over HTTP, so boto3, the AWS CLI and SDKs can call streamfn functions;
-plus function URLs (see :mod:`connectors.http_urls`) and the operational endpoints.
+plus function URLs (see :mod:`streamfn.connectors.http.urls`) and the operational endpoints.
 
 A plain ASGI callable (no framework: the invoke path is bytes in, orjson out) served by uvicorn with
 httptools. Service errors follow botocore's rest-json wire format: status code, ``x-amzn-ErrorType``
 header and a ``{"Type": ..., "message": ...}`` body, so SDKs raise their modelled exceptions.
 
-Routes (also described by ``connectors/http_openapi.json``, served at ``/openapi.json``):
+Routes (also described by ``connectors/http/openapi.json``, served at ``/openapi.json``):
 
 - ``POST /2015-03-31/functions/{FunctionName}/invocations[?Qualifier=]``: Invoke;
 - ``/urls/{function}/{path}`` or ``Host: {function}.lambda-url.{region}.*``: function URLs;
@@ -15,38 +15,36 @@ Routes (also described by ``connectors/http_openapi.json``, served at ``/openapi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import functools
 import logging
-import os
 import re
-import socket
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from streamfn import App
 from streamfn.context import ClientContext, Context
 from streamfn.dispatch import Function, FunctionError, InvocationResult, current_request_id
 from streamfn.errors import (
-    ConfigError,
     FunctionNotFound,
+    InvalidParameterValue,
     InvalidRequestContent,
     InvocationError,
+    MethodNotAllowed,
     RequestTooLarge,
     TooManyRequests,
+    UnknownOperation,
+    UnsupportedMediaType,
+    ValidationError,
 )
 
-from .http_urls import FunctionUrls
-from .http_wire import (
+from . import openapi
+from .urls import FunctionUrls
+from .wire import (
     JSON,
     BodyTooLarge,
     Disconnected,
@@ -66,7 +64,6 @@ EVENT_PAYLOAD_LIMIT = 1_048_576  # bytes; AWS's Event request cap (1 MB since Oc
 # The synchronous response cap exactly as Lambda's runtime quotes it in its error message.
 RESPONSE_LIMIT = 6_291_556
 CLIENT_CONTEXT_LIMIT = 3_583  # bytes of base64
-OPENAPI_PATH = Path(__file__).with_name("http_openapi.json")
 
 _INVOCATION_TYPES = frozenset({b"RequestResponse", b"Event", b"DryRun"})
 _LOG_TYPES = frozenset({b"None", b"Tail"})
@@ -87,35 +84,6 @@ _FUNCTION_NAME = re.compile(
 )
 _TARGET_CACHE = 4096
 _QUALIFIER = re.compile(r"\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9_$-]{1,128}")
-
-
-class InvalidParameterValue(InvocationError):
-    error_type = "InvalidParameterValueException"
-    status = 400
-
-
-class ValidationError(InvocationError):
-    error_type = "ValidationException"
-    status = 400
-
-
-class UnsupportedMediaType(InvocationError):
-    error_type = "UnsupportedMediaTypeException"
-    status = 415
-
-
-class UnknownOperation(InvocationError):
-    error_type = "UnknownOperationException"
-    status = 404
-
-
-class MethodNotAllowed(InvocationError):
-    error_type = "MethodNotAllowedException"
-    status = 405
-
-    def __init__(self, allow: str) -> None:
-        super().__init__(f"Method not allowed; use {allow}")
-        self.allow = allow
 
 
 _HEALTHY: Response = (200, [JSON], b'{"status":"ok"}')
@@ -147,7 +115,6 @@ class InvokeAPI:
         self.app = app
         self.limits = limits or Limits()
         self.urls = FunctionUrls(app)
-        self._openapi: bytes | None = None
         self._targets: dict[tuple[str, bytes], _Target] = {}
         self._routes: dict[str, tuple[str, Handler]] = {
             "/health": ("GET", self._health),
@@ -280,9 +247,7 @@ class InvokeAPI:
         return (200, [_PROMETHEUS], self.app.metrics.render().encode())
 
     async def _openapi_document(self, scope: Scope, receive: Receive, request_id: str) -> Response:
-        if self._openapi is None:
-            self._openapi = OPENAPI_PATH.read_bytes()
-        return (200, [JSON], self._openapi)
+        return (200, [JSON], openapi.document())
 
     def _remember(self, function_name: str, scope: Scope) -> _Target:
         """:meth:`_target`, kept for the path it came from: functions, versions and aliases do
@@ -459,135 +424,3 @@ def _error_response(exc: InvocationError) -> Response:
     elif isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allow.encode()))
     return (exc.status, headers, orjson.dumps(body))
-
-
-class _Protocol(HttpToolsProtocol):
-    """httptools with a deadline on receiving each request: its headers within
-    ``header_timeout``, then its body within ``body_timeout``. The deadlines are plain numbers
-    checked by one sweep per server (:func:`_reap_slow_requests`), not a timer per request."""
-
-    header_timeout = 10.0
-    body_timeout = 30.0
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.request_deadline: float | None = self.loop.time() + self.header_timeout
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.request_deadline = self.loop.time() + self.header_timeout
-
-    def on_headers_complete(self) -> None:
-        super().on_headers_complete()
-        self.request_deadline = self.loop.time() + self.body_timeout
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self.request_deadline = None
-
-    def request_too_slow(self) -> None:
-        """Give up on the request being received: a 408 if its headers are in and nothing was
-        answered yet, then close, which tells the application the client is gone."""
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_started and not cycle.response_complete:
-            self.transport.write(_REQUEST_TIMEOUT)
-        self.request_deadline = None
-        self.transport.close()
-
-
-_TIMEOUT_BODY = b'{"Type":"User","message":"The request was not received in time."}'
-_REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-    b"x-amzn-errortype: RequestTimeoutException\r\nconnection: close\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(_TIMEOUT_BODY), _TIMEOUT_BODY)
-)
-
-
-async def _reap_slow_requests(connections: set[Any], limits: Limits) -> None:
-    """Close connections whose request is past its deadline, a few times per timeout."""
-    loop = asyncio.get_running_loop()
-    period = max(0.01, min(limits.header_timeout, limits.body_timeout) / 4)
-    while True:
-        await asyncio.sleep(period)
-        now = loop.time()
-        for connection in list(connections):
-            deadline = getattr(connection, "request_deadline", None)
-            if deadline is not None and now > deadline:
-                connection.request_too_slow()
-
-
-class Server(uvicorn.Server):
-    """uvicorn's server minus its signal handlers: ``App.serve`` owns SIGTERM/SIGINT and tells
-    this server to stop through the ``stop`` event."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind here rather than in uvicorn, whose bind failure calls ``sys.exit``."""
-    try:
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    try:
-        return socket.create_server(address, family=family, backlog=2048)
-    except OSError as exc:
-        # create_server appends the address to strerror; the message already names it.
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from exc
-
-
-def uvicorn_config(asgi: Any, limits: Limits) -> uvicorn.Config:
-    """The server stack streamfn runs on (and its benchmark compares against)."""
-    protocol = type(
-        "Protocol",
-        (_Protocol,),
-        {"header_timeout": limits.header_timeout, "body_timeout": limits.body_timeout},
-    )
-    return uvicorn.Config(
-        asgi,
-        http=protocol,
-        ws="none",
-        lifespan="off",
-        interface="asgi3",
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_keep_alive=int(limits.keep_alive),
-        limit_concurrency=limits.max_connections,
-    )
-
-
-async def serve(
-    app: App,
-    stop: asyncio.Event,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 9000,
-    limits: Limits | None = None,
-) -> None:
-    """Serve the Invoke API until ``stop`` is set, then finish in-flight requests before
-    returning. Raises ConfigError if the address cannot be bound."""
-    limits = limits or Limits()
-    sock = bind(host, port)
-    with sock:
-        server = Server(uvicorn_config(asgi_app(app, limits), limits))
-        log.info("listening", extra={"host": host, "port": sock.getsockname()[1]})
-        running = asyncio.create_task(server.serve(sockets=[sock]))
-        stopping = asyncio.create_task(stop.wait())
-        reaping = asyncio.create_task(_reap_slow_requests(server.server_state.connections, limits))
-        try:
-            await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-            server.should_exit = True
-            await running
-            reaping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaping

@@ -1,9 +1,9 @@
 """A Kafka topic as the event queue of asynchronous invocations, shared by a consumer group.
 
-Each event is one message in the wire format of :mod:`connectors.eventq`, keyed by its request
-id. ``put`` returns once the broker acknowledged it (``acks="all"``); the producer batches
-concurrent puts. The members of ``group_id`` share the topic's partitions, so the topic needs
-at least as many partitions as there are workers.
+Each event is one message in the wire format of :mod:`streamfn.connectors._eventq`, keyed
+by its request id. ``put`` returns once the broker acknowledged it (``acks="all"``); the
+producer batches concurrent puts. The members of ``group_id`` share the topic's partitions, so
+the topic needs at least as many partitions as there are workers.
 
 Offsets are committed by hand: an event's offset is committed only once it and every earlier
 event of its partition are settled (deleted, dead-lettered, or re-produced for a retry), so a
@@ -44,8 +44,8 @@ from streamfn.asyncq import DeadLetter, QueuedEvent
 from streamfn.backoff import retry_delay
 from streamfn.errors import ConfigError, InvocationError, SourceError
 
-from .eventq import HeldEvents, MalformedEvent, decode, encode, encode_letter, letter_error
-from .kafka import (
+from .._eventq import HeldEvents, MalformedEvent, decode, encode, encode_letter, letter_error
+from .source import (
     _GROUP_ID,
     _KEEPALIVE_INTERVAL,
     _KEEPALIVE_PARTITION,

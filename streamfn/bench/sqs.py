@@ -15,23 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiobotocore.session import AioSession
 
-from connectors.sqs import SQSSource
 from streamfn.app import App
+from streamfn.connectors.sqs import SQSSource
 from streamfn.context import Context
 from streamfn.record import Batch
 from streamfn.runtime import run_loop
+from streamfn.testing.servers import moto_server
 
 RECEIVE = {"MaxNumberOfMessages": 10, "WaitTimeSeconds": 1}
 ALL_ATTRIBUTES = {"MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
@@ -82,39 +80,6 @@ class _Run:
     @property
     def rate(self) -> float:
         return self.total / (self.finished - self.started)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def _moto_server(timeout: float = 30.0) -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto server exited with {process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"moto server not listening after {timeout} s") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def _fill(client: Any, url: str, run: _Run, body: str, until: int) -> None:
@@ -206,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     with contextlib.ExitStack() as stack:
-        endpoint = args.endpoint_url or stack.enter_context(_moto_server())
+        endpoint = args.endpoint_url or stack.enter_context(moto_server())
         rows = []
         for pollers in args.pollers:
             raw = run_loop(_side("raw", args, endpoint, pollers))

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from .app import App
+from streamfn.app import App
 
 if TYPE_CHECKING:
-    from .source import Source
+    from streamfn.source import Source
 
 # -- records --------------------------------------------------------------------------------
 

@@ -16,79 +16,40 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiobotocore.session import get_session
 
-from connectors.dynamodb_leases import DynamoDBLeaseStore
-from connectors.kinesis import KinesisSource
 from streamfn import logs
 from streamfn.app import App
-from streamfn.benchkit import DrainClock
+from streamfn.bench.kit import DrainClock
+from streamfn.connectors.kinesis import KinesisSource
+from streamfn.connectors.kinesis.leases import DynamoDBLeaseStore
 from streamfn.record import Batch, Record
 from streamfn.runtime import run_loop
+from streamfn.testing.servers import moto_server
 
 SIDES = ("raw", "streamfn")
 PUT_BATCH = 500  # records per PutRecords call (the API's maximum)
 REGION = "us-east-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-#: ``python -m moto.server``, except that moto finds a shard's last sequence number by copying
+#: Run in moto's server before it starts: moto finds a shard's last sequence number by copying
 #: all its keys on every put, which makes filling quadratic (over 9 minutes for 200,000
 #: records on 4 shards); this looks it up in O(1). Reads, which the benchmark measures, are
 #: moto's own.
-_MOTO_SERVER = """
-import sys
-from moto.kinesis.models import Shard
-from moto.server import main
-Shard.get_max_sequence_number = lambda self: next(reversed(self.records), 0)
-main(sys.argv[1:])
-"""
-
-
-@contextlib.contextmanager
-def moto_server(start_timeout: float = 30.0) -> Iterator[str]:
-    """moto's server on a free loopback port, for as long as the block runs."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto exited with {process.returncode} at start-up")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"moto did not listen on port {port} in {start_timeout} s")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+FAST_FILL = (
+    "from moto.kinesis.models import Shard\n"
+    "Shard.get_max_sequence_number = lambda self: next(reversed(self.records), 0)\n"
+)
 
 
 def _client(service: str, endpoint: str) -> Any:
@@ -266,7 +227,7 @@ async def _drain(side: str, endpoint: str, stream: str, args: Sequence[str]) -> 
 def _run_side(side: str, endpoint: str, stream: str, args: argparse.Namespace) -> dict[str, Any]:
     """One side in a fresh interpreter, so its CPU time and peak RSS are its own."""
     command = [
-        sys.executable, "-m", "connectors.kinesis_bench", "side", side, endpoint, stream,
+        sys.executable, "-m", "streamfn.bench.kinesis", "side", side, endpoint, stream,
         str(args.records), str(args.calls_per_second), str(args.records_per_call),
         str(args.batch_size), str(args.timeout),
     ]  # fmt: skip
@@ -314,7 +275,7 @@ def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     with contextlib.ExitStack() as stack:
-        endpoint = args.endpoint_url or stack.enter_context(moto_server())
+        endpoint = args.endpoint_url or stack.enter_context(moto_server(preamble=FAST_FILL))
         stream = run_loop(create_stream(endpoint, args.shards))
         started = time.perf_counter()
         run_loop(fill(endpoint, stream, args.records, args.record_size))
@@ -386,7 +347,7 @@ def _cli(argv: Sequence[str]) -> int:
         logs.configure("warning")
         print(orjson.dumps(run_loop(_drain(side, endpoint, stream, rest))).decode())
         return 0
-    parser = argparse.ArgumentParser(prog="python -m connectors.kinesis_bench")
+    parser = argparse.ArgumentParser(prog="python -m streamfn.bench.kinesis")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     add_arguments(parser)
     logs.configure("warning")

@@ -1,7 +1,7 @@
 """Kinesis Data Streams and DynamoDB Streams as Lambda's stream event sources, on aiobotocore.
 
 A source lists the stream's shards, leases them through the core's LeaseCoordinator (an SQLite
-file in ``state_dir`` by default; a :class:`~connectors.dynamodb_leases.DynamoDBLeaseStore` for
+file in ``state_dir`` by default; a :class:`~streamfn.connectors.kinesis.DynamoDBLeaseStore` for
 several workers) and reads each shard it holds with GetShardIterator/GetRecords:
 
 - at most ``max_calls_per_second`` GetRecords calls per shard (Kinesis allows 5, shared by every

@@ -2,7 +2,7 @@
 Kafka topic, an SQS queue or a Kinesis stream you point it at.
 
 Every record is JSON of the given size carrying its produce time and a sequence number
-(:func:`streamfn.benchkit.stamp`), so a worker, ``bench kafka-load`` or a peer can measure
+(:func:`streamfn.bench.kit.stamp`), so a worker, ``bench kafka-load`` or a peer can measure
 end-to-end latency and count duplicates and losses. Keys follow ``--keys``: none, uniform over
 K keys, or a zipf-like skew. The Kafka fill goes straight to per-partition record batches (the
 broker, not the client, is the limit); at a fixed ``--rate`` records are sent one by one so
@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 
-from streamfn import benchkit
+from streamfn.bench import kit
 from streamfn.runtime import run_loop
 
 TARGETS = ("kafka", "sqs", "kinesis")
@@ -40,13 +40,13 @@ class Load:
 
     records: int
     size: int
-    keys: benchkit.Keys
+    keys: kit.Keys
     rate: float = 0.0
     first_id: int = 0
 
     def __post_init__(self) -> None:
-        if self.size < benchkit.STAMP_BYTES:
-            raise ValueError(f"record size {self.size} < {benchkit.STAMP_BYTES} (the stamp)")
+        if self.size < kit.STAMP_BYTES:
+            raise ValueError(f"record size {self.size} < {kit.STAMP_BYTES} (the stamp)")
 
 
 @dataclass
@@ -79,7 +79,7 @@ async def fill_kafka(
     servers: str,
     topic: str,
     load: Load,
-    progress: benchkit.Progress | None = None,
+    progress: kit.Progress | None = None,
     on_sent: Callable[[int, int, float], None] | None = None,
 ) -> Filled:
     """Write ``load`` to ``topic``; ``on_sent(partition, offset, produced_at)`` is called for
@@ -105,7 +105,7 @@ async def _batched_kafka(
     topic: str,
     partitions: list[int],
     load: Load,
-    progress: benchkit.Progress | None,
+    progress: kit.Progress | None,
 ) -> None:
     choose = DefaultPartitioner()
     batches: dict[int, Any] = {}
@@ -113,7 +113,7 @@ async def _batched_kafka(
     for n in range(load.records):
         key = load.keys.next()
         partition = choose(key, partitions, partitions) if key else partitions[n % len(partitions)]
-        value = benchkit.stamp(load.first_id + n, load.size)
+        value = kit.stamp(load.first_id + n, load.size)
         batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
         if batch.append(key=key, value=value, timestamp=None) is None:
             batch.close()
@@ -132,10 +132,10 @@ async def _paced_kafka(
     producer: Any,
     topic: str,
     load: Load,
-    progress: benchkit.Progress | None,
+    progress: kit.Progress | None,
     on_sent: Callable[[int, int, float], None] | None,
 ) -> None:
-    pacer = benchkit.Pacer(load.rate)
+    pacer = kit.Pacer(load.rate)
     pending: set[asyncio.Future[Any]] = set()
     for n in range(load.records):
         delay = pacer.delay(n)
@@ -145,7 +145,7 @@ async def _paced_kafka(
                 progress.update(n)
         now = time.time()
         future = await producer.send(
-            topic, benchkit.stamp(load.first_id + n, load.size, now), key=load.keys.next()
+            topic, kit.stamp(load.first_id + n, load.size, now), key=load.keys.next()
         )
         if on_sent is not None:
             future.add_done_callback(_reporter(on_sent, now))
@@ -181,7 +181,7 @@ async def fill_sqs(
     client: Any,
     queue_url: str,
     load: Load,
-    progress: benchkit.Progress | None = None,
+    progress: kit.Progress | None = None,
     inflight: int = 4,
 ) -> Filled:
     """SendMessageBatch, ten at a time, ``inflight`` calls at once; a key becomes the
@@ -189,7 +189,7 @@ async def fill_sqs(
     fifo = queue_url.endswith(".fifo")
 
     def entry(n: int) -> dict[str, Any]:
-        body = benchkit.stamp(load.first_id + n, load.size).decode()
+        body = kit.stamp(load.first_id + n, load.size).decode()
         item: dict[str, Any] = {"Id": str(n % 10), "MessageBody": body}
         key = load.keys.next()
         if fifo:
@@ -212,7 +212,7 @@ async def fill_kinesis(
     client: Any,
     stream: str,
     load: Load,
-    progress: benchkit.Progress | None = None,
+    progress: kit.Progress | None = None,
     inflight: int = 4,
 ) -> Filled:
     """PutRecords, 500 at a time (the API's limit), ``inflight`` calls at once; without keys
@@ -221,7 +221,7 @@ async def fill_kinesis(
     def entry(n: int) -> dict[str, Any]:
         key = load.keys.next()
         return {
-            "Data": benchkit.stamp(load.first_id + n, load.size),
+            "Data": kit.stamp(load.first_id + n, load.size),
             "PartitionKey": key.decode() if key else str(load.first_id + n),
         }
 
@@ -240,12 +240,12 @@ async def _chunked(
     chunk: int,
     inflight: int,
     send: Callable[[int, int], Awaitable[None]],
-    progress: benchkit.Progress | None,
+    progress: kit.Progress | None,
 ) -> Filled:
     """Send ``load`` in chunks of ``chunk`` records, at most ``inflight`` calls at once, paced
     to ``load.rate`` (by chunk start) when set."""
     started = time.perf_counter()
-    pacer = benchkit.Pacer(load.rate)
+    pacer = kit.Pacer(load.rate)
     limit = asyncio.Semaphore(inflight)
     done = 0
 
@@ -288,7 +288,7 @@ async def create_stream(client: Any, stream: str, shards: int) -> None:
     raise RuntimeError(f"stream {stream} did not become ACTIVE")
 
 
-async def fill(args: argparse.Namespace, load: Load, progress: benchkit.Progress) -> Filled:
+async def fill(args: argparse.Namespace, load: Load, progress: kit.Progress) -> Filled:
     if args.target == "kafka":
         if not args.bootstrap_servers:
             raise ValueError("kafka needs --bootstrap-servers")
@@ -314,7 +314,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--records", type=int, default=100_000, help="records to write")
     parser.add_argument(
-        "--size", type=int, default=100, help=f"bytes per record (>= {benchkit.STAMP_BYTES})"
+        "--size", type=int, default=100, help=f"bytes per record (>= {kit.STAMP_BYTES})"
     )
     parser.add_argument(
         "--keys", default="none", help="none, uniform:K or zipf:K[:S] (default none)"
@@ -332,15 +332,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     args.name = args.name or f"streamfn-bench-{uuid.uuid4().hex[:12]}"
     try:
-        load = Load(args.records, args.size, benchkit.Keys(args.keys), args.rate, args.first_id)
+        load = Load(args.records, args.size, kit.Keys(args.keys), args.rate, args.first_id)
     except ValueError as exc:
         print(f"streamfn bench fill: {exc}", file=sys.stderr)
         return 2
-    progress = benchkit.Progress(f"fill {args.target}", args.records)
+    progress = kit.Progress(f"fill {args.target}", args.records)
     try:
         filled = run_loop(fill(args, load, progress))
     finally:
         progress.close()
     report = {**filled.to_json(), "name": args.name, "size": args.size, "keys": args.keys}
-    print(benchkit.dumps(report) if args.json else benchkit.render_table([report]))
+    print(kit.dumps(report) if args.json else kit.render_table([report]))
     return 0

@@ -1,7 +1,7 @@
 """An SQS queue as the event queue of asynchronous invocations, shared by several workers.
 
-Each event is one message in the wire format of :mod:`connectors.eventq`. ``put`` returns once
-SQS stored the message (the durability point before the 202); concurrent puts share
+Each event is one message in the wire format of :mod:`streamfn.connectors._eventq`. ``put``
+returns once SQS stored the message (the durability point before the 202); concurrent puts share
 SendMessageBatch calls (group commit: whatever arrived while the previous calls were in
 flight goes out together, ten entries a call). A received event stays invisible to the other
 workers while this one holds it: its visibility is extended every third of
@@ -38,8 +38,8 @@ from streamfn.asyncq import DeadLetter, QueuedEvent
 from streamfn.backoff import retry_delay
 from streamfn.errors import ConfigError, InvocationError, SourceError
 
-from .eventq import HeldEvents, MalformedEvent, decode, encode, encode_letter, letter_error
-from .sqs import (
+from .._eventq import HeldEvents, MalformedEvent, decode, encode, encode_letter, letter_error
+from .source import (
     MAX_RECEIVE,
     MAX_VISIBILITY,
     MAX_WAIT,

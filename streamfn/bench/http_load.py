@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from streamfn import benchkit
+from streamfn.bench import kit
 from streamfn.runtime import run_loop
 
 TYPES = {"sync": ("RequestResponse", 200), "event": ("Event", 202)}
@@ -38,8 +38,8 @@ class _Result:
     sent: int = 0
     done: int = 0
     errors: int = 0
-    histogram: benchkit.Histogram = field(default_factory=benchkit.Histogram)
-    timeline: benchkit.Timeline = field(default_factory=benchkit.Timeline)
+    histogram: kit.Histogram = field(default_factory=kit.Histogram)
+    timeline: kit.Timeline = field(default_factory=kit.Timeline)
     seconds: float = 0.0
 
 
@@ -78,7 +78,7 @@ async def drive(
     duration: float,
     connections: int,
     size: int,
-    progress: benchkit.Progress | None = None,
+    progress: kit.Progress | None = None,
 ) -> _Result:
     """Offer ``rate`` invocations/s for ``duration`` s over at most ``connections``."""
     parts = urlsplit(url)
@@ -96,7 +96,7 @@ async def drive(
         due = max(due, time.perf_counter())  # a timer may fire a little early
         connection = await pool.get()
         try:
-            body = benchkit.stamp(n, size)
+            body = kit.stamp(n, size)
             status = await connection.call(_request(host, path, invocation_type, body))
         finally:
             pool.put_nowait(connection)
@@ -131,16 +131,16 @@ def wait_until_drained(url: str, timeout: float = 120.0) -> float:
             found = depth.search(reply.read().decode())
         return found is None or float(found[1]) == 0
 
-    if not benchkit.wait_until(empty, timeout, 0.05):
+    if not kit.wait_until(empty, timeout, 0.05):
         raise RuntimeError(f"accepted events did not drain within {timeout} s")
     return time.perf_counter() - started
 
 
 @contextlib.contextmanager
 def bench_server(role: str, state_dir: Path) -> Iterator[tuple[str, int]]:
-    """connectors.http_bench's server (``streamfn``: a no-op function; ``bare``: a bare ASGI
+    """streamfn.bench.http's server (``streamfn``: a no-op function; ``bare``: a bare ASGI
     app) in a child process: its URL and pid."""
-    command = [sys.executable, "-m", "connectors.http_bench", role, str(state_dir)]
+    command = [sys.executable, "-m", "streamfn.bench.http", role, str(state_dir)]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
     )
@@ -163,8 +163,8 @@ def measure(
     name: str, url: str, pid: int | None, kind: str, args: argparse.Namespace
 ) -> dict[str, Any]:
     """One run against one server: a row of the table, and its series for the plot."""
-    sampler = benchkit.ProcSampler(pid).start() if pid else None
-    progress = benchkit.Progress(f"{name} {kind}", int(args.rate * args.duration))
+    sampler = kit.ProcSampler(pid).start() if pid else None
+    progress = kit.Progress(f"{name} {kind}", int(args.rate * args.duration))
     try:
         result = run_loop(
             drive(
@@ -181,7 +181,7 @@ def measure(
     finally:
         progress.close()
     drain_s = wait_until_drained(url) if kind == "event" and name == "streamfn" else None
-    usage = sampler.stop() if sampler else benchkit.Usage()
+    usage = sampler.stop() if sampler else kit.Usage()
     done = result.done
     row: dict[str, Any] = {
         "server": name,
@@ -242,7 +242,7 @@ def main(args: argparse.Namespace) -> int:
         rows = _rows(args, stack)
     series = {f"{r['server']} {r['type']}": r for r in rows}
     if args.plot:
-        benchkit.plot(
+        kit.plot(
             args.plot,
             f"http-load: {args.rate:,.0f}/s offered for {args.duration:g} s",
             {name: r["_timeline"] for name, r in series.items()},
@@ -251,8 +251,6 @@ def main(args: argparse.Namespace) -> int:
     for row in rows:
         del row["_timeline"], row["_histogram"]
     print(
-        benchkit.dumps({"scenario": "http-load", "rows": rows})
-        if args.json
-        else benchkit.render_table(rows)
+        kit.dumps({"scenario": "http-load", "rows": rows}) if args.json else kit.render_table(rows)
     )
     return 1 if any(r["errors"] for r in rows) else 0

