@@ -22,12 +22,11 @@ import orjson
 
 from .asyncq import EventQueue, MemoryEventQueue, SQLiteEventQueue
 from .config import (
-    EventFormat,
+    FUNCTION_SETTINGS,
+    MAPPING_SETTINGS,
     FunctionConfig,
-    FunctionUrl,
     MappingConfig,
-    StartingPosition,
-    as_tuple,
+    check_settings,
 )
 from .context import ClientContext
 from .destinations import Destination, FunctionDestination
@@ -95,41 +94,24 @@ class App:
         self._queue: EventQueue | None = None
         self._add_gauges()
 
-    def function(
-        self,
-        name: str | None = None,
-        *,
-        timeout: float = 3.0,
-        memory_size: int = 128,
-        reserved_concurrency: int | None = None,
-        version: str = LATEST,
-        maximum_retry_attempts: int = 2,
-        maximum_event_age: int = 21_600,
-        on_success: Destination | None = None,
-        on_failure: Destination | None = None,
-        dead_letter: bool = True,
-        url: FunctionUrl | None = None,
-    ) -> Callable[[H], H]:
+    def function(self, name: str | None = None, **settings: Any) -> Callable[[H], H]:
         """Register a handler ``(event, context)`` as a function, invocable over the Invoke API.
-        ``version="3"`` registers it as published version 3 of ``name`` instead of ``$LATEST``.
-        The async settings are PutFunctionEventInvokeConfig's; ``url`` opts in to a function URL.
-        The handler is returned unchanged, so the module still works on Lambda."""
+        ``settings`` are :class:`~streamfn.config.FunctionConfig`'s fields, declared and checked
+        there: ``timeout``, ``memory_size``, ``reserved_concurrency``, the async settings of
+        PutFunctionEventInvokeConfig, ``url`` to opt in to a function URL, and ``version="3"`` to
+        register the handler as published version 3 of ``name`` instead of ``$LATEST``. The
+        handler is returned unchanged, so the module still works on Lambda.
+
+        Example::
+
+            @app.function(timeout=10, on_failure=FileDestination("failed.jsonl"))
+            def greet(event, context):
+                return {"hello": event["name"]}
+        """
+        check_settings(settings, FUNCTION_SETTINGS, "@app.function")
 
         def register(handler: H) -> H:
-            self._add_function(
-                handler,
-                name,
-                timeout,
-                memory_size,
-                reserved_concurrency,
-                version=version,
-                maximum_retry_attempts=maximum_retry_attempts,
-                maximum_event_age=maximum_event_age,
-                on_success=on_success,
-                on_failure=on_failure,
-                dead_letter=dead_letter,
-                url=url,
-            )
+            self._add_function(handler, name, settings)
             return handler
 
         return register
@@ -139,62 +121,30 @@ class App:
         source: Source | QueueSource,
         *,
         name: str | None = None,
-        timeout: float = 3.0,
-        memory_size: int = 128,
-        reserved_concurrency: int | None = None,
         on_failure: Destination | None = None,
         aws: MappingType[str, Any] | None = None,
-        batch_size: int | None = None,
-        maximum_batching_window: float | None = None,
-        parallelization_factor: int = 1,
-        bisect_batch_on_function_error: bool = False,
-        maximum_retry_attempts: int = -1,
-        maximum_record_age: int = -1,
-        function_response_types: list[str] | tuple[str, ...] | str | None = None,
-        filter_criteria: Any = None,
-        tumbling_window: int = 0,
-        maximum_concurrency: int | None = None,
-        starting_position: StartingPosition | None = None,
-        starting_position_timestamp: float | None = None,
-        event_format: EventFormat = "native",
-        enabled: bool = True,
-        payload_limit: int | None = None,
-        retry_base_delay: float = 1.0,
-        retry_max_delay: float = 60.0,
-        shutdown_timeout: float = 30.0,
+        **settings: Any,
     ) -> Callable[[H], H]:
-        """Register a function and an event source mapping that feeds it. Mapping settings are
-        Lambda's CreateEventSourceMapping fields in snake_case; ``aws=`` takes the CamelCase dict
-        instead (keyword settings given here override it)."""
-        explicit: dict[str, Any] = {
-            "batch_size": batch_size,
-            "maximum_batching_window": maximum_batching_window,
-            "parallelization_factor": parallelization_factor,
-            "bisect_batch_on_function_error": bisect_batch_on_function_error,
-            "maximum_retry_attempts": maximum_retry_attempts,
-            "maximum_record_age": maximum_record_age,
-            "function_response_types": as_tuple(function_response_types),
-            "filter_criteria": filter_criteria,
-            "tumbling_window": tumbling_window,
-            "maximum_concurrency": maximum_concurrency,
-            "starting_position": starting_position,
-            "starting_position_timestamp": starting_position_timestamp,
-            "event_format": event_format,
-            "enabled": enabled,
-            "retry_base_delay": retry_base_delay,
-            "retry_max_delay": retry_max_delay,
-            "shutdown_timeout": shutdown_timeout,
-        }
-        if payload_limit is not None:
-            explicit["payload_limit"] = payload_limit
-        base = MappingConfig.from_aws(aws) if aws is not None else MappingConfig()
-        defaults = {f.name: f.default for f in dataclasses.fields(MappingConfig)}
-        changed = {k: v for k, v in explicit.items() if v != defaults.get(k)}
-        config = dataclasses.replace(base, **changed)
+        """Register a function and an event source mapping that feeds it. ``settings`` are the
+        mapping's (:class:`~streamfn.config.MappingConfig`: Lambda's CreateEventSourceMapping
+        fields in snake_case) and the function's, as :meth:`function` takes them; where both
+        have a setting (``maximum_retry_attempts``, and ``on_failure``) it is the mapping's.
+        ``aws=`` takes the mapping's CamelCase dict instead; a keyword given here overrides it.
+
+        Example::
+
+            @app.consume(source, batch_size=500, timeout=30, aws={"MaximumRetryAttempts": 3})
+            def orders(batch, context):
+                ...
+        """
+        check_settings(settings, MAPPING_SETTINGS | FUNCTION_SETTINGS, "@app.consume")
+        mapping = {k: v for k, v in settings.items() if k in MAPPING_SETTINGS}
+        function = {k: v for k, v in settings.items() if k not in MAPPING_SETTINGS}
+        config = dataclasses.replace(MappingConfig.from_aws(aws or {}), **mapping)
 
         def register(handler: H) -> H:
-            function = self._add_function(handler, name, timeout, memory_size, reserved_concurrency)
-            self.mappings.append(Mapping(function, source, config, on_failure))
+            registered = self._add_function(handler, name, function)
+            self.mappings.append(Mapping(registered, source, config, on_failure))
             if on_failure is not None:
                 self._mapping_destinations.append(on_failure)
             return handler
@@ -202,19 +152,10 @@ class App:
         return register
 
     def _add_function(
-        self,
-        handler: Callable[..., Any],
-        name: str | None,
-        timeout: float,
-        memory_size: int,
-        reserved_concurrency: int | None,
-        **settings: Any,
+        self, handler: Callable[..., Any], name: str | None, settings: MappingType[str, Any]
     ) -> Function:
         config = FunctionConfig(
             name=name or handler.__name__,
-            timeout=timeout,
-            memory_size=memory_size,
-            reserved_concurrency=reserved_concurrency,
             region=self.region,
             account_id=self.account_id,
             **settings,
@@ -428,6 +369,7 @@ class App:
         invoker = AsyncInvoker(
             self,
             self._queue,
+            self.metrics,
             time_scale=self.async_time_scale,
             max_in_flight=self.async_max_in_flight,
             shutdown_timeout=self.async_shutdown_timeout,

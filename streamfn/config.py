@@ -7,9 +7,10 @@ checked once, at construction, with a message naming the field, the value and th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from .destinations import Destination
@@ -42,6 +43,14 @@ def _strings(name: str, value: Sequence[str], limit: int) -> tuple[str, ...]:
         raise ConfigError.out_of_range(name, value, "a list of non-empty strings")
     if len(value) > limit:
         raise ConfigError.out_of_range(name, value, f"at most {limit} entries")
+    return tuple(value)
+
+
+def _as_tuple(value: Sequence[str] | str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
     return tuple(value)
 
 
@@ -150,7 +159,8 @@ class FunctionConfig:
 
 @dataclass(frozen=True, slots=True)
 class MappingConfig:
-    """An event source mapping's settings. ``None`` means "the source's default"."""
+    """An event source mapping's settings. ``None`` means "the source's default";
+    ``function_response_types`` takes a list, a tuple or the one type name, and keeps a tuple."""
 
     batch_size: int | None = None
     maximum_batching_window: float | None = None
@@ -158,7 +168,7 @@ class MappingConfig:
     bisect_batch_on_function_error: bool = False
     maximum_retry_attempts: int = -1
     maximum_record_age: int = -1
-    function_response_types: tuple[str, ...] = ()
+    function_response_types: Sequence[str] = ()
     filter_criteria: Any = None
     tumbling_window: int = 0
     maximum_concurrency: int | None = None
@@ -173,7 +183,6 @@ class MappingConfig:
     #: Filled in by the engine from the mapped function, so a source can check its own
     #: timeouts against it (SQS: the queue's visibility timeout must not be shorter).
     function_timeout: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.batch_size is not None:
@@ -184,11 +193,13 @@ class MappingConfig:
         _check_int("maximum_retry_attempts", self.maximum_retry_attempts, -1, 10_000)
         if self.maximum_record_age != -1:
             _check_int("maximum_record_age", self.maximum_record_age, 60, 604_800)
-        bad = set(self.function_response_types) - {REPORT_BATCH_ITEM_FAILURES}
-        if bad or len(self.function_response_types) > 1:
+        response_types = _as_tuple(self.function_response_types)
+        object.__setattr__(self, "function_response_types", response_types)
+        bad = set(response_types) - {REPORT_BATCH_ITEM_FAILURES}
+        if bad or len(response_types) > 1:
             raise ConfigError.out_of_range(
                 "function_response_types",
-                list(self.function_response_types),
+                list(response_types),
                 f'empty or ["{REPORT_BATCH_ITEM_FAILURES}"]',
             )
         _check_int("tumbling_window", self.tumbling_window, 0, 900)
@@ -242,8 +253,6 @@ class MappingConfig:
             name = _AWS_FIELDS[aws_name]
             if aws_name == "ScalingConfig":
                 value = value.get("MaximumConcurrency") if isinstance(value, Mapping) else None
-            elif aws_name == "FunctionResponseTypes":
-                value = tuple(value or ())
             elif aws_name == "StartingPositionTimestamp" and hasattr(value, "timestamp"):
                 value = value.timestamp()
             kwargs[name] = value
@@ -283,9 +292,24 @@ _AWS_IGNORED = {
 }
 
 
-def as_tuple(value: Sequence[str] | str | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+#: The keywords of ``@app.function(...)``: FunctionConfig's fields, but for those the app fills
+#: in (the name is the decorator's own argument, or the handler's name).
+FUNCTION_SETTINGS = _field_names(FunctionConfig) - {"name", "region", "account_id"}
+#: The mapping keywords of ``@app.consume(...)``: MappingConfig's fields, but for the one the
+#: engine fills in from the mapped function.
+MAPPING_SETTINGS = _field_names(MappingConfig) - {"function_timeout"}
+
+
+def check_settings(given: Iterable[str], allowed: Collection[str], where: str) -> None:
+    """Refuse a keyword that names no setting, suggesting the closest one: settings arrive as
+    ``**settings`` so that each is declared once, in its dataclass, and a typo must fail here
+    rather than pass as a setting left at its default."""
+    for name in given:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, sorted(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown setting {name!r}{hint}")

@@ -8,14 +8,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from .errors import ConfigError, DestinationError
-
-if TYPE_CHECKING:
-    from .app import App
+from .errors import ConfigError, DestinationError, FunctionNotFound
 
 
 @runtime_checkable
@@ -104,6 +101,26 @@ class FileDestination:
             os.fsync(f.fileno())
 
 
+class InvocationOutcome(Protocol):
+    """What a :class:`FunctionDestination` reads of an invocation's result: Lambda's error
+    object, or None when the function succeeded."""
+
+    @property
+    def error(self) -> Mapping[str, Any] | None: ...
+
+
+class FunctionInvoker(Protocol):
+    """What a :class:`FunctionDestination` needs of the app that binds it (``streamfn.App`` is
+    one): to check that a function exists, and to invoke its ``$LATEST``. Declared here rather
+    than taking the App: config and dispatch import this module, so it may import neither the
+    app nor dispatch, not even for a type."""
+
+    def check(self, name: str, qualifier: str | None = None) -> None:
+        """Raise :class:`~streamfn.errors.FunctionNotFound` unless ``name`` can be invoked."""
+
+    async def invoke(self, name: str, event: Any) -> InvocationOutcome: ...
+
+
 class FunctionDestination:
     """Invokes another function of the same app with the record as its event."""
 
@@ -111,20 +128,24 @@ class FunctionDestination:
 
     def __init__(self, function_name: str) -> None:
         self.function_name = function_name
-        self._app: App | None = None
+        self._functions: FunctionInvoker | None = None
 
     def describe(self) -> str:
         return f"function:{self.function_name}"
 
-    def bind(self, app: App) -> None:
-        if self.function_name not in app.functions:
-            raise ConfigError(f"destination function {self.function_name!r} is not registered")
-        self._app = app
+    def bind(self, functions: FunctionInvoker) -> None:
+        try:
+            functions.check(self.function_name)
+        except FunctionNotFound:
+            raise ConfigError(
+                f"destination function {self.function_name!r} is not registered"
+            ) from None
+        self._functions = functions
 
     async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
-        if self._app is None:
+        if self._functions is None:
             raise DestinationError(f"{self.describe()} is not bound to an app")
-        result = await self._app.functions[self.function_name].invoke(dict(record))
+        result = await self._functions.invoke(self.function_name, dict(record))
         if result.error is not None:
             raise DestinationError(
                 f"destination function {self.function_name!r} failed: "

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -25,9 +25,7 @@ from .backoff import retry_delay
 from .destinations import Destination, iso_timestamp
 from .dispatch import Function, InvocationResult
 from .errors import FunctionNotFound
-
-if TYPE_CHECKING:
-    from .app import App
+from .metrics import AppMetrics
 
 log = logging.getLogger("streamfn.async")
 
@@ -74,27 +72,39 @@ def invocation_record(
     return record
 
 
+class FunctionResolver(Protocol):
+    """What the invoker needs of the app (``streamfn.App`` is one): the version an event runs,
+    drawn per attempt as a weighted alias routes, and the ARN of a name that no longer resolves.
+    Declared here, not taken as the App, so the app depends on the invoker and not back."""
+
+    def resolve(self, name: str, qualifier: str | None = None) -> Function:
+        """The function version one invocation runs; raises
+        :class:`~streamfn.errors.FunctionNotFound`."""
+
+    def arn(self, name: str, qualifier: str | None = None) -> str: ...
+
+
 class AsyncInvoker:
     """Takes due events from the queue and runs each in its own task, at most ``max_in_flight``
     at a time; the queue keeps every event until its outcome is final."""
 
     def __init__(
         self,
-        app: App,
+        functions: FunctionResolver,
         queue: EventQueue,
+        metrics: AppMetrics,
         *,
         time_scale: float = 1.0,
         max_in_flight: int = 256,
         shutdown_timeout: float = 30.0,
     ) -> None:
-        self.app = app
+        self.functions = functions
         self.queue = queue
         self.time_scale = time_scale
         self.max_in_flight = max_in_flight
         self.shutdown_timeout = shutdown_timeout
         self._in_flight = 0
         self._room = asyncio.Event()
-        metrics = app.metrics
         self._retries = metrics.async_retries
         self._dead = metrics.dead_letters
         self._undelivered = metrics.destination_failures
@@ -165,7 +175,7 @@ class AsyncInvoker:
     async def _attempt(self, event: QueuedEvent) -> None:
         payload = orjson.loads(event.payload) if event.payload else None
         try:
-            function = self.app.resolve(event.function, event.qualifier)
+            function = self.functions.resolve(event.function, event.qualifier)
         except FunctionNotFound as exc:
             await self._give_up(event, None, FUNCTION_NOT_FOUND, payload, None, str(exc))
             return
@@ -240,7 +250,7 @@ class AsyncInvoker:
         """Send the failure record on and move the event to the dead-letter store (always when
         the on_failure destination refused it, so a failed event is never lost silently)."""
         if function is None:
-            arn = f"{self.app.arn(event.function)}:{event.qualifier or '$LATEST'}"
+            arn = f"{self.functions.arn(event.function)}:{event.qualifier or '$LATEST'}"
             record = invocation_record(event, arn, condition, payload, None)
             record["responsePayload"] = {"errorMessage": reason}
             delivered, keep = False, True

@@ -35,12 +35,12 @@ class Mapping:
         config: MappingConfig,
         on_failure: Destination | None = None,
     ) -> None:
-        self.is_queue = isinstance(source, QueueSource)
-        if not self.is_queue and not isinstance(source, Source):
+        is_queue = isinstance(source, QueueSource)
+        if not is_queue and not isinstance(source, Source):
             raise ConfigError(
                 f"{source!r} implements neither streamfn.source.Source nor QueueSource"
             )
-        if self.is_queue and on_failure is not None:
+        if is_queue and on_failure is not None:
             raise ConfigError(
                 "on_failure is not supported for queue sources: failed messages go back to the "
                 "queue, and its redrive policy (maxReceiveCount) moves them to a dead-letter queue"
@@ -61,26 +61,14 @@ class Mapping:
         if source.kind == "kafka" and max_retries == -1 and on_failure is not None:
             max_retries = KAFKA_RETRY_CAP
         self.outcome: StreamOutcome | QueueOutcome
-        self._stream: Source | None = None
-        self._queue: QueueSource | None = None
         if isinstance(source, QueueSource):
-            self._queue = source
             self.outcome = QueueOutcome(function, source, self.config)
         else:
-            self._stream = source
             policy = WindowedOutcome if self.config.tumbling_window > 0 else StreamOutcome
             self.outcome = policy(function, source, self.config, on_failure, max_retries)
         self.runners: dict[str, tuple[PartitionRunner, asyncio.Task[None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
-
-    def stream_source(self) -> Source:
-        assert self._stream is not None
-        return self._stream
-
-    def queue_source(self) -> QueueSource:
-        assert self._queue is not None
-        return self._queue
 
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.function.name}"
@@ -113,7 +101,7 @@ class Mapping:
         for partition in partitions:
             if partition in self.runners or self._stopping.is_set():
                 continue
-            runner = PartitionRunner(self, partition)
+            runner = PartitionRunner(partition, self.source, self.outcome, self.config, self.filter)
             self.runners[partition] = (runner, self._tg.create_task(runner.run()))
         if partitions:
             log.info(

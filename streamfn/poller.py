@@ -1,24 +1,27 @@
 """One partition's pipeline: a poller task fetches records, routes them to lanes (by key when
 parallelization_factor > 1), lanes settle batches through the outcome policy, and a committer
-writes the checkpoint back to the source, coalescing commits while one is in flight."""
+writes the checkpoint back to the source, coalescing commits while one is in flight.
+
+A runner is built from the collaborators it works with (the source, the outcome policy, the
+filter, the settings), not from the mapping that owns them, so the mapping depends on the
+runner and never the other way round."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 from zlib import crc32
 
 from .backoff import retry_delay
 from .batcher import Lane
 from .checkpoint import Checkpoint, Chunk, Indexes
+from .config import MappingConfig
 from .errors import SourceError
-from .outcome import Abandoned
+from .filters import FilterCriteria
+from .outcome import Abandoned, QueueOutcome, StreamOutcome
 from .record import Record
-
-if TYPE_CHECKING:
-    from .mapping import Mapping
+from .source import QueueSource, Source
 
 log = logging.getLogger("streamfn.poller")
 
@@ -30,15 +33,32 @@ FETCH_WAIT = 0.5
 class PartitionRunner:
     """Polls, batches, settles and commits one partition until stopped."""
 
-    def __init__(self, mapping: Mapping, partition: str) -> None:
-        cfg = mapping.config
-        assert cfg.batch_size is not None and cfg.maximum_batching_window is not None
-        self.mapping = mapping
+    def __init__(
+        self,
+        partition: str,
+        source: Source | QueueSource,
+        outcome: StreamOutcome | QueueOutcome,
+        config: MappingConfig,
+        filter_criteria: FilterCriteria | None = None,
+    ) -> None:
+        """``config`` is resolved (the source's default batch size and window filled in); a
+        queue source has no checkpoint, so its runner commits nothing."""
+        assert config.batch_size is not None and config.maximum_batching_window is not None
         self.partition = partition
-        self.queue = mapping.is_queue
+        self.source = source
+        self.outcome = outcome
+        self.payload_limit = config.payload_limit
+        self.matches = filter_criteria.matches if filter_criteria is not None else None
+        self._stream: Source | None = None
+        self._queue: QueueSource | None = None
+        if isinstance(source, QueueSource):
+            self._queue = source
+        else:
+            self._stream = source
+        self.queue = self._queue is not None
         self.lanes = [
-            Lane(cfg.batch_size, cfg.maximum_batching_window, cfg.payload_limit)
-            for _ in range(cfg.parallelization_factor)
+            Lane(config.batch_size, config.maximum_batching_window, config.payload_limit)
+            for _ in range(config.parallelization_factor)
         ]
         self.checkpoint = Checkpoint()
         self.committed: Record | None = None
@@ -46,9 +66,11 @@ class PartitionRunner:
         # Streams keep one batch per lane buffered ahead; queue pollers take only what they can
         # invoke, so one poller does not hoard messages other pollers could run.
         self.max_inflight = (
-            cfg.batch_size if self.queue else cfg.batch_size * (cfg.parallelization_factor + 1)
+            config.batch_size
+            if self.queue
+            else config.batch_size * (config.parallelization_factor + 1)
         )
-        self.fetch_wait: float = getattr(mapping.source, "fetch_wait", FETCH_WAIT)
+        self.fetch_wait: float = getattr(source, "fetch_wait", FETCH_WAIT)
         self._room = asyncio.Event()
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -92,9 +114,8 @@ class PartitionRunner:
             )
 
     async def _poll(self) -> None:
-        mapping = self.mapping
-        source = mapping.source
-        matches = mapping.filter.matches if mapping.filter is not None else None
+        source = self.source
+        matches = self.matches
         view = source.filter_view
         checkpoint = self.checkpoint
         failures = 0
@@ -139,16 +160,17 @@ class PartitionRunner:
     async def _queue_arrived(self, records: Sequence[Record]) -> None:
         """Queue messages need no checkpoint; those filtered out are deleted at once, as AWS
         deletes SQS messages that match no filter."""
-        mapping = self.mapping
         keep: list[Record] = list(records)
-        if mapping.filter is not None:
-            matches, view = mapping.filter.matches, mapping.source.filter_view
+        queue = self._queue
+        assert queue is not None
+        if self.matches is not None:
+            matches, view = self.matches, queue.filter_view
             skipped: list[Record] = []
             keep = []
             for rec in records:
                 (keep if matches(view(rec)) else skipped).append(rec)
             if skipped:
-                await mapping.queue_source().settle(self.partition, skipped, [])
+                await queue.settle(self.partition, skipped, [])
         if keep:
             self._route(Chunk(keep), keep, (0, len(keep)))
 
@@ -172,8 +194,8 @@ class PartitionRunner:
                 lane.put(chunk, recs, idxs)
 
     async def _drive(self, lane: Lane) -> None:
-        outcome = self.mapping.outcome
-        limit = self.mapping.config.payload_limit
+        outcome = self.outcome
+        limit = self.payload_limit
         stop = self._stop
         while not stop.is_set():
             lane.busy = False
@@ -212,5 +234,6 @@ class PartitionRunner:
     async def _commit_once(self) -> None:
         position = self.checkpoint.position
         if position is not None and position is not self.committed:
-            await self.mapping.stream_source().commit(self.partition, position)
+            assert self._stream is not None, "a queue source has no checkpoint to commit"
+            await self._stream.commit(self.partition, position)
             self.committed = position

@@ -11,13 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from .config import check_alias_name
+from .dispatch import Function
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .dispatch import Function
 
 LATEST = "$LATEST"
 

@@ -95,6 +95,57 @@ def test_consume_keywords_override_aws_dict() -> None:
     assert config.parallelization_factor == 3
 
 
+def test_consume_keyword_equal_to_the_default_still_overrides_aws_dict() -> None:
+    app = App()
+    app.consume(
+        MemorySource(), aws={"MaximumRetryAttempts": 3, "Enabled": False}, enabled=True, name="f"
+    )(lambda e, c: None)
+    config = app.mappings[0].config
+    assert config.enabled
+    assert config.maximum_retry_attempts == 3
+
+
+def test_consume_routes_function_settings_to_the_function() -> None:
+    app = App()
+    app.consume(MemorySource(), timeout=30, memory_size=256, maximum_retry_attempts=4, name="f")(
+        lambda e, c: None
+    )
+    function = app.functions["f"]
+    assert (function.config.timeout, function.config.memory_size) == (30, 256)
+    assert function.config.maximum_retry_attempts == 2  # that keyword is the mapping's
+    assert app.mappings[0].config.maximum_retry_attempts == 4
+    assert app.mappings[0].config.function_timeout == 30
+
+
+@pytest.mark.parametrize(
+    ("decorator", "typo", "suggestion"),
+    [
+        ("consume", "batch_sise", "batch_size"),
+        ("consume", "timout", "timeout"),
+        ("function", "memory", "memory_size"),
+        ("function", "batch_size", None),
+    ],
+)
+def test_unknown_setting_is_refused_with_the_closest_name(
+    decorator: str, typo: str, suggestion: str | None
+) -> None:
+    app = App()
+    register = app.consume if decorator == "consume" else app.function
+    args = (MemorySource(),) if decorator == "consume" else ()
+    with pytest.raises(ConfigError, match=f"@app.{decorator}: unknown setting '{typo}'") as info:
+        register(*args, **{typo: 1})
+    hint = f"did you mean {suggestion!r}?"
+    assert (hint in str(info.value)) == (suggestion is not None), str(info.value)
+
+
+def test_function_response_types_take_one_name_and_keep_a_tuple() -> None:
+    one = MappingConfig(function_response_types="ReportBatchItemFailures")
+    listed = MappingConfig(function_response_types=["ReportBatchItemFailures"])
+    assert one.function_response_types == listed.function_response_types
+    assert one.function_response_types == ("ReportBatchItemFailures",)
+    assert MappingConfig.from_aws({"FunctionResponseTypes": None}).function_response_types == ()
+
+
 def test_source_defaults_fill_unset_settings() -> None:
     app = App()
     app.consume(MemorySource(), name="f")(lambda e, c: None)
