@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import ssl
 import time
@@ -45,13 +44,14 @@ from streamfn.backoff import retry_delay
 from streamfn.errors import ConfigError, InvocationError, SourceError
 
 from .._eventq import HeldEvents, MalformedEvent, decode, encode, encode_letter, letter_error
-from .source import (
-    _GROUP_ID,
-    _KEEPALIVE_INTERVAL,
-    _KEEPALIVE_PARTITION,
-    _TOPIC,
-    _client_options,
-    _servers,
+from ._client import (
+    TOPIC,
+    check_group_id,
+    check_options,
+    check_seconds,
+    client_options,
+    keep_alive,
+    parse_servers,
     partition_id,
     start_client,
 )
@@ -62,8 +62,8 @@ log = logging.getLogger("streamfn.async.kafka")
 COMMIT_RETRY_INTERVAL = 1.0
 _FETCH_TIMEOUT_MS = 1000
 #: Client options the queue sets itself; ``consumer_options``/``producer_options`` can't.
-_MANAGED = frozenset(
-    {
+_MANAGED = dict.fromkeys(
+    (
         "bootstrap_servers",
         "group_id",
         "enable_auto_commit",
@@ -74,7 +74,8 @@ _MANAGED = frozenset(
         "sasl_mechanism",
         "sasl_plain_username",
         "sasl_plain_password",
-    }
+    ),
+    "KafkaEventQueue sets it",
 )
 
 
@@ -133,20 +134,6 @@ def _owned(event: QueuedEvent) -> bool:
     return not event.partition.revoked
 
 
-def _check_options(name: str, options: Mapping[str, Any], client: type) -> None:
-    known = set(inspect.signature(client).parameters)
-    for option in options:
-        if option in _MANAGED:
-            raise ConfigError(f"{name}[{option!r}] is not allowed: KafkaEventQueue sets it")
-        if option not in known:
-            raise ConfigError(f"{name}[{option!r}] is not an option of {client.__name__}")
-
-
-def _check_seconds(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError.out_of_range(name, value, "a number of seconds > 0")
-
-
 class KafkaEventQueue:
     """The event queue of asynchronous invocations on a Kafka topic, so that several workers
     share it: ``App(event_queue=KafkaEventQueue(...))`` in each, with the same ``group_id``
@@ -182,27 +169,24 @@ class KafkaEventQueue:
         dead_letter_topic = dead_letter_topic or f"{topic}.dlq"
         group_id = group_id or f"streamfn.{topic}"
         for name, value in (("topic", topic), ("dead_letter_topic", dead_letter_topic)):
-            if not isinstance(value, str) or not _TOPIC.fullmatch(value):
+            if not isinstance(value, str) or not TOPIC.fullmatch(value):
                 raise ConfigError.out_of_range(
                     name, value, "a topic name of 1-249 letters, digits, '.', '_', '-'"
                 )
         if topic == dead_letter_topic:
             raise ConfigError(f"dead_letter_topic={topic!r} is invalid: it is the event topic")
-        if not isinstance(group_id, str) or not _GROUP_ID.fullmatch(group_id):
-            raise ConfigError.out_of_range(
-                "group_id", group_id, r"1-200 characters matching [ a-zA-Z0-9-\/*:_+=.@-]"
-            )
-        _check_seconds("connect_timeout", connect_timeout)
-        _check_seconds("commit_timeout", commit_timeout)
-        _check_seconds("drain_timeout", drain_timeout)
+        check_group_id(group_id)
+        check_seconds("connect_timeout", connect_timeout)
+        check_seconds("commit_timeout", commit_timeout)
+        check_seconds("drain_timeout", drain_timeout)
         if isinstance(max_held, bool) or not isinstance(max_held, int) or max_held < 1:
             raise ConfigError.out_of_range("max_held", max_held, "an integer >= 1")
         self.consumer_options = dict(consumer_options or {})
         self.producer_options = dict(producer_options or {})
-        _check_options("consumer_options", self.consumer_options, AIOKafkaConsumer)
-        _check_options("producer_options", self.producer_options, AIOKafkaProducer)
-        servers = _servers(bootstrap_servers)
-        self._client_options = _client_options(
+        check_options("consumer_options", self.consumer_options, AIOKafkaConsumer, _MANAGED)
+        check_options("producer_options", self.producer_options, AIOKafkaProducer, _MANAGED)
+        servers = parse_servers(bootstrap_servers)
+        self._client_options = client_options(
             servers,
             security_protocol,
             ssl_context,
@@ -265,7 +249,7 @@ class KafkaEventQueue:
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             self._loops = [
                 tasks.create_task(self._commit_loop()),
-                tasks.create_task(self._keep_alive()),
+                tasks.create_task(keep_alive(consumer, self._group_subject())),
             ]
             self._stack = stack.pop_all()
         return self
@@ -300,6 +284,10 @@ class KafkaEventQueue:
             {"queue": self.describe()},
             f"for event queue topic {self.topic!r} ",
         )
+
+    def _group_subject(self) -> str:
+        """What a fatal error of the consumer group names."""
+        return f"Kafka event queue topic {self.topic!r}, group {self.group_id!r}"
 
     async def _check_topic(self, producer: Any, topic: str) -> None:
         try:
@@ -404,9 +392,7 @@ class KafkaEventQueue:
                 )
             except KafkaError as exc:
                 if not exc.retriable:
-                    raise SourceError(
-                        f"Kafka event queue topic {self.topic!r}, group {self.group_id!r}: {exc!r}"
-                    ) from exc
+                    raise SourceError(f"{self._group_subject()}: {exc!r}") from exc
                 delay = retry_delay(failures, 0.5, 10.0)
                 failures += 1
                 log.warning(
@@ -506,19 +492,6 @@ class KafkaEventQueue:
             if not await self._commit(list(self._partitions.values())):
                 self._dirty.set()
                 await asyncio.sleep(COMMIT_RETRY_INTERVAL)
-
-    async def _keep_alive(self) -> None:
-        """Mark the consumer active while the invoker is busy and asks for nothing, or
-        aiokafka would leave the group after max_poll_interval_ms."""
-        while True:
-            await asyncio.sleep(_KEEPALIVE_INTERVAL)
-            try:
-                await self._consumer.getmany(_KEEPALIVE_PARTITION, timeout_ms=0)
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise SourceError(
-                        f"Kafka event queue topic {self.topic!r}, group {self.group_id!r}: {exc!r}"
-                    ) from exc
 
     # -- rebalancing ---------------------------------------------------------------------
 

@@ -1,39 +1,47 @@
-"""Kafka as Lambda's MSK / self-managed Kafka event source, and a Kafka topic as a destination.
+"""Kafka as Lambda's MSK / self-managed Kafka event source, on aiokafka.
 
-Both sit on aiokafka. The source owns the consumer and its group membership; the engine owns
-batching, retries and the order of checkpoints, and commits through :meth:`KafkaSource.commit`.
-Offsets are committed by hand (``enable_auto_commit=False``): a record is committed only once it
-has succeeded or been handed to the on-failure destination, and only by the member that owns its
-partition at that moment.
+The source owns the consumer and its group membership; the engine owns batching, retries and
+the order of checkpoints, and commits through :meth:`KafkaSource.commit`. Offsets are committed
+by hand (``enable_auto_commit=False``): a record is committed only once it has succeeded or been
+handed to the on-failure destination, and only by the member that owns its partition at that
+moment. This module also builds Lambda's Kafka event and the filter view of a record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
-import functools
-import inspect
 import logging
-import re
 import ssl
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streamfn.backoff import retry_delay
 from streamfn.config import MappingConfig
 from streamfn.destinations import iso_timestamp
-from streamfn.errors import ConfigError, DestinationError, SourceError
+from streamfn.errors import ConfigError
 from streamfn.record import Record
 from streamfn.source import AssignmentListener
 
+from ._client import (
+    MANAGED_OPTIONS,
+    TOPIC,
+    check_group_id,
+    check_options,
+    check_seconds,
+    client_options,
+    keep_alive,
+    parse_servers,
+    partition_id,
+    split_partition_id,
+    start_client,
+)
+
 log = logging.getLogger("streamfn.kafka")
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
 
 #: StartingPosition -> aiokafka's auto_offset_reset, used only where the group has no commit.
@@ -41,101 +49,9 @@ TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
 #: offset, so a failure replays records rather than skipping them.
 _OFFSET_RESET = {"TRIM_HORIZON": "earliest", "LATEST": "latest", "AT_TIMESTAMP": "earliest"}
 
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-_GROUP_ID = re.compile(r"[ a-zA-Z0-9\-/*:_+=.@]{1,200}")  # AWS's ConsumerGroupId pattern
-
-#: Options KafkaSource sets from its own parameters or the mapping; consumer_options can't.
-_MANAGED_OPTIONS = {
-    "bootstrap_servers": "bootstrap_servers",
-    "group_id": "group_id",
-    "group_instance_id": "group_instance_id",
-    "enable_auto_commit": "(always False: the engine commits)",
-    "auto_offset_reset": "the mapping's starting_position",
-    "key_deserializer": "(none: records carry bytes)",
-    "value_deserializer": "(none: records carry bytes)",
-    "security_protocol": "security_protocol",
-    "ssl_context": "ssl_context",
-    "sasl_mechanism": "sasl_mechanism",
-    "sasl_plain_username": "sasl_plain_username",
-    "sasl_plain_password": "sasl_plain_password",
-}
-
-#: A partition no member is ever assigned; polling it keeps the consumer "active" without
-#: draining records that belong to a partition's poller.
-_KEEPALIVE_PARTITION = TopicPartition("", -1)
-_KEEPALIVE_INTERVAL = 1.0  # seconds
-
-
-def partition_id(topic: str, partition: int) -> str:
-    """Lambda's name for a partition: ``"<topic>-<partition>"``."""
-    return f"{topic}-{partition}"
-
-
-@functools.lru_cache(maxsize=4096)
-def split_partition_id(partition: str) -> tuple[str, int]:
-    """``"<topic>-<n>"`` back into the topic and the partition number."""
-    topic, sep, number = partition.rpartition("-")
-    if not sep or not topic or not number.isdigit():
-        raise ValueError(f"{partition!r} is not a Kafka partition id '<topic>-<n>'")
-    return topic, int(number)
-
 
 def _b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
-
-
-def _servers(value: str | Sequence[str]) -> list[str]:
-    servers = value.split(",") if isinstance(value, str) else list(value)
-    servers = [s.strip() for s in servers if s.strip()]
-    if not servers:
-        raise ConfigError.out_of_range("bootstrap_servers", value, "one or more host:port")
-    return servers
-
-
-def _client_options(
-    bootstrap_servers: list[str],
-    security_protocol: str,
-    ssl_context: ssl.SSLContext | None,
-    sasl_mechanism: str | None,
-    sasl_plain_username: str | None,
-    sasl_plain_password: str | None,
-) -> dict[str, Any]:
-    """The connection settings a consumer and a producer share, validated once."""
-    if security_protocol not in SECURITY_PROTOCOLS:
-        raise ConfigError.out_of_range(
-            "security_protocol", security_protocol, " or ".join(SECURITY_PROTOCOLS)
-        )
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
-        "security_protocol": security_protocol,
-    }
-    if ssl_context is not None:
-        options["ssl_context"] = ssl_context
-    if security_protocol.startswith("SASL_"):
-        if sasl_mechanism not in SASL_MECHANISMS:
-            raise ConfigError.out_of_range(
-                "sasl_mechanism", sasl_mechanism, " or ".join(SASL_MECHANISMS)
-            )
-        options["sasl_mechanism"] = sasl_mechanism
-        options["sasl_plain_username"] = sasl_plain_username
-        options["sasl_plain_password"] = sasl_plain_password
-    elif sasl_mechanism is not None:
-        raise ConfigError(
-            f"sasl_mechanism={sasl_mechanism!r} needs security_protocol SASL_PLAINTEXT or SASL_SSL"
-        )
-    return options
-
-
-def _check_options(name: str, options: Mapping[str, Any], client: type) -> None:
-    """Reject an unknown or a managed option now, rather than when the worker connects."""
-    known = set(inspect.signature(client).parameters)
-    for option in options:
-        if option in _MANAGED_OPTIONS:
-            raise ConfigError(
-                f"{name}[{option!r}] is not allowed: it is set by {_MANAGED_OPTIONS[option]}"
-            )
-        if option not in known:
-            raise ConfigError(f"{name}[{option!r}] is not an option of {client.__name__}")
 
 
 _UNREADABLE = object()
@@ -150,55 +66,6 @@ def _decoded(data: bytes) -> Any:
             return data.decode()
         except UnicodeDecodeError:
             return _UNREADABLE
-
-
-async def start_client(
-    make: Callable[[], Any],
-    bootstrap_servers: str | Sequence[str],
-    connect_timeout: float,
-    subject: dict[str, str],
-    purpose: str = "",
-) -> Any:
-    """Start the aiokafka client ``make()`` builds, retrying with backoff until
-    ``connect_timeout``: a broker that is still starting must not crash-loop the worker, one
-    that never comes is a clear SourceError. ``subject`` names the caller in log lines;
-    ``purpose`` (e.g. "for topic 'x' ") goes into the error."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + connect_timeout
-    error: BaseException | None = None
-    attempt = 0
-    while True:
-        attempt += 1
-        client = make()
-        try:
-            async with asyncio.timeout_at(deadline):
-                await client.start()
-        except (KafkaError, OSError, TimeoutError) as exc:
-            await client.stop()
-            if not isinstance(exc, TimeoutError) or error is None:  # keep the broker's reason
-                error = exc
-        except BaseException:
-            await client.stop()
-            raise
-        else:
-            return client
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise SourceError(
-                f"cannot connect to Kafka at {bootstrap_servers} {purpose}within "
-                f"{connect_timeout:g} s ({attempt} attempts): {error!r}"
-            ) from error
-        delay = min(retry_delay(attempt - 1, 0.5, 10.0), remaining)
-        log.warning(
-            "cannot connect to Kafka; retrying",
-            extra={
-                **subject,
-                "attempt": attempt,
-                "retry_in": round(delay, 2),
-                "error": repr(error),
-            },
-        )
-        await asyncio.sleep(delay)
 
 
 class KafkaSource:
@@ -238,21 +105,14 @@ class KafkaSource:
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         topics = [topic] if isinstance(topic, str) else list(topic)
-        if not topics or not all(isinstance(t, str) and _TOPIC.fullmatch(t) for t in topics):
+        if not topics or not all(isinstance(t, str) and TOPIC.fullmatch(t) for t in topics):
             raise ConfigError.out_of_range(
                 "topic", topic, "one or more topic names of 1-249 letters, digits, '.', '_', '-'"
             )
-        if not isinstance(group_id, str) or not _GROUP_ID.fullmatch(group_id):
-            raise ConfigError.out_of_range(
-                "group_id", group_id, r"1-200 characters matching [ a-zA-Z0-9-\/*:_+=.@-]"
-            )
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("commit_timeout", commit_timeout),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError.out_of_range(name, value, "a number of seconds > 0")
-        servers = _servers(bootstrap_servers)
+        check_group_id(group_id)
+        check_seconds("connect_timeout", connect_timeout)
+        check_seconds("commit_timeout", commit_timeout)
+        servers = parse_servers(bootstrap_servers)
         self.topics = tuple(topics)
         self.bootstrap_servers = ",".join(servers)
         self.group_id = group_id
@@ -261,8 +121,8 @@ class KafkaSource:
         self.connect_timeout = float(connect_timeout)
         self.commit_timeout = float(commit_timeout)
         self.consumer_options = dict(consumer_options or {})
-        _check_options("consumer_options", self.consumer_options, AIOKafkaConsumer)
-        self._client_options = _client_options(
+        check_options("consumer_options", self.consumer_options, AIOKafkaConsumer, MANAGED_OPTIONS)
+        self._client_options = client_options(
             servers,
             security_protocol,
             ssl_context,
@@ -289,7 +149,7 @@ class KafkaSource:
         self._consumer = consumer
         try:
             consumer.subscribe(list(self.topics), listener=_Rebalance(self, listener, config))
-            await self._keep_alive(consumer)
+            await keep_alive(consumer, f"Kafka consumer group {self.group_id!r}")
         finally:
             self._owned.clear()
             self._consumer = None
@@ -318,18 +178,6 @@ class KafkaSource:
         )
         log.info("connected to Kafka", extra={"source": self.describe()})
         return consumer
-
-    async def _keep_alive(self, consumer: Any) -> None:
-        """Mark the consumer active while the engine holds records: a partition blocked on
-        retries stops fetching, and aiokafka would otherwise leave the group after
-        max_poll_interval_ms. Fatal group errors (authorization, ...) surface here."""
-        while True:
-            await asyncio.sleep(_KEEPALIVE_INTERVAL)
-            try:
-                await consumer.getmany(_KEEPALIVE_PARTITION, timeout_ms=0)
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise SourceError(f"Kafka consumer group {self.group_id!r}: {exc!r}") from exc
 
     def _own(self, partitions: Iterable[TopicPartition]) -> list[str]:
         ids = []
@@ -505,118 +353,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                     extra={"source": self.source.describe(), "error": repr(exc)},
                 )
         await self.listener.assigned(self.source._own(assigned))
-
-
-class KafkaDestination:
-    """Produces each record as JSON to a Kafka topic and returns once the broker acknowledged
-    it (``acks="all"``), keeping the given key (AWS keeps the original record's key).
-
-    ``include_payload`` is on by default: AWS puts the whole event under ``"payload"`` for a
-    Kafka topic destination. As on AWS, a failed batch becomes one message per record
-    (``per_record``), keyed like the record, whose ``KafkaBatchInfo`` carries ``recordInfo``
-    (offset, timestamp) and whose ``payload`` is the event object, not a string.
-
-    The producer starts on the first :meth:`send` (or on :meth:`start` / ``async with``); a
-    mapping closes its on_failure destination when it stops, other owners call :meth:`close`.
-    ``producer_options`` passes any other AIOKafkaProducer option through (tansu refuses
-    ``enable_idempotence=True``; a full Kafka broker accepts it).
-    """
-
-    def __init__(
-        self,
-        topic: str,
-        *,
-        bootstrap_servers: str | Sequence[str],
-        include_payload: bool = True,
-        security_protocol: str = "PLAINTEXT",
-        ssl_context: ssl.SSLContext | None = None,
-        sasl_mechanism: str | None = None,
-        sasl_plain_username: str | None = None,
-        sasl_plain_password: str | None = None,
-        producer_options: Mapping[str, Any] | None = None,
-    ) -> None:
-        if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
-            raise ConfigError.out_of_range("topic", topic, "a topic name")
-        servers = _servers(bootstrap_servers)
-        self.topic = topic
-        self.bootstrap_servers = ",".join(servers)
-        self.include_payload = include_payload
-        options = dict(producer_options or {})
-        _check_options("producer_options", options, AIOKafkaProducer)
-        self._options = {
-            "acks": "all",
-            **options,
-            **_client_options(
-                servers,
-                security_protocol,
-                ssl_context,
-                sasl_mechanism,
-                sasl_plain_username,
-                sasl_plain_password,
-            ),
-        }
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
-
-    def describe(self) -> str:
-        return f"kafka://{self.bootstrap_servers}/{self.topic}"
-
-    async def start(self) -> None:
-        await self._started()
-
-    async def _started(self) -> Any:
-        async with self._lock:
-            if self._producer is not None:
-                return self._producer
-            producer = AIOKafkaProducer(**self._options)
-            try:
-                await producer.start()
-            except BaseException as exc:
-                await producer.stop()
-                if isinstance(exc, KafkaError | OSError):
-                    raise DestinationError(f"cannot connect to {self.describe()}: {exc!r}") from exc
-                raise
-            self._producer = producer
-            return producer
-
-    async def close(self) -> None:
-        """Flush and stop the producer; a later :meth:`send` starts a new one."""
-        async with self._lock:
-            producer, self._producer = self._producer, None
-            if producer is not None:
-                await producer.stop()
-
-    async def __aenter__(self) -> KafkaDestination:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    per_record = True
-
-    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
-        producer = self._producer or await self._started()
-        try:
-            await producer.send_and_wait(self.topic, orjson.dumps(_topic_shape(record)), key=key)
-        except KafkaError as exc:
-            raise DestinationError(f"{self.describe()} refused the record: {exc!r}") from exc
-
-
-def _topic_shape(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The on-failure record as AWS writes it to a Kafka topic: ``recordInfo`` of the one
-    record instead of ``recordsInfo``, and the payload as an object."""
-    info = record.get("KafkaBatchInfo")
-    if not isinstance(info, dict) or len(info.get("recordsInfo") or ()) != 1:
-        return record
-    [only] = info["recordsInfo"].values()
-    shaped = dict(record)
-    shaped["KafkaBatchInfo"] = {k: v for k, v in info.items() if k != "recordsInfo"} | {
-        "recordInfo": {
-            "offset": only["firstRecordOffset"],
-            "timestamp": only["firstRecordTimestamp"],
-        }
-    }
-    if isinstance(shaped.get("payload"), str):
-        shaped["payload"] = orjson.loads(shaped["payload"])
-    return shaped

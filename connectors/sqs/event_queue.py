@@ -39,19 +39,19 @@ from streamfn.backoff import retry_delay
 from streamfn.errors import ConfigError, InvocationError, SourceError
 
 from .._eventq import HeldEvents, MalformedEvent, decode, encode, encode_letter, letter_error
-from .source import (
+from ._client import (
     MAX_RECEIVE,
     MAX_VISIBILITY,
     MAX_WAIT,
     BatchCall,
-    _call_by_ten,
-    _Connection,
-    _fatal,
-    _QueueRef,
-    _release_now_entry,
-    _resolve_url,
-    _summary,
+    Connection,
+    QueueRef,
+    call_by_ten,
+    fatal_error,
+    resolve_url,
+    summary,
 )
+from .visibility import VisibilityHeartbeat, release_now_entry
 
 log = logging.getLogger("streamfn.async.sqs")
 
@@ -114,7 +114,7 @@ class _GroupCall:
                 if self._closing:
                     return
                 continue
-            failures = await _call_by_ten(call, url, batch, _entry)
+            failures = await call_by_ten(call, url, batch, _entry)
             codes = dict(failures)
             for entry in batch:
                 if not entry.stored.done():
@@ -122,7 +122,7 @@ class _GroupCall:
             if failures:
                 log.warning(
                     f"SQS {self._action} failed for some entries",
-                    extra={"queue": self._queue, "errors": _summary(failures)},
+                    extra={"queue": self._queue, "errors": summary(failures)},
                 )
 
 
@@ -135,7 +135,7 @@ def _check_int(name: str, value: object, low: int, high: int) -> None:
         raise ConfigError.out_of_range(name, value, f"an integer {low}-{high}")
 
 
-def _standard(ref: _QueueRef, field: str) -> None:
+def _standard(ref: QueueRef, field: str) -> None:
     if ref.fifo:
         raise ConfigError(
             f"{field}={ref.name!r} is invalid: must be a standard queue (Lambda's event queue "
@@ -174,11 +174,11 @@ class SQSEventQueue:
         aws_session_token: str | None = None,
         profile_name: str | None = None,
     ) -> None:
-        self.ref = _QueueRef.parse(queue)
+        self.ref = QueueRef.parse(queue)
         _standard(self.ref, "queue")
-        self._dead_letter_ref: _QueueRef | None = None
+        self._dead_letter_ref: QueueRef | None = None
         if dead_letter_queue is not None:
-            self._dead_letter_ref = _QueueRef.parse(dead_letter_queue)
+            self._dead_letter_ref = QueueRef.parse(dead_letter_queue)
             _standard(self._dead_letter_ref, "dead_letter_queue")
         _check_int("visibility_timeout", visibility_timeout, 1, MAX_VISIBILITY)
         _check_int("wait_time", wait_time, 1, MAX_WAIT)
@@ -196,7 +196,7 @@ class SQSEventQueue:
         self.max_held = max_held
         self.depth_interval = float(depth_interval)
         self.max_connections = max_connections
-        self._connection = _Connection(
+        self._connection = Connection(
             region_name or self.ref.region,
             endpoint_url,
             aws_access_key_id,
@@ -232,12 +232,21 @@ class SQSEventQueue:
             client = await stack.enter_async_context(self._connection.client(self.max_connections))
             await self._open(client)
             self._client = client
+            heartbeat = VisibilityHeartbeat(
+                client,
+                self._url,
+                self.visibility_timeout,
+                lambda: self._held,
+                queue=self.ref.name,
+                log=log,
+                lost="could not extend the visibility of events; they may run twice",
+            )
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             tasks.create_task(self._send.run(client.send_message_batch, self._url))
             tasks.create_task(self._bury.run(client.send_message_batch, self.dead_letter_url))
             tasks.create_task(self._delete.run(client.delete_message_batch, self._url))
             self._loops = [
-                tasks.create_task(self._heartbeat()),
+                tasks.create_task(heartbeat.run()),
                 tasks.create_task(self._refresh_depth()),
             ]
             self._stack = stack.pop_all()
@@ -272,19 +281,19 @@ class SQSEventQueue:
     async def _open(self, client: Any) -> None:
         endpoint = self._connection.endpoint
         try:
-            self._url = await _resolve_url(client, self.ref)
+            self._url = await resolve_url(client, self.ref)
             response = await client.get_queue_attributes(
                 QueueUrl=self._url, AttributeNames=["RedrivePolicy", *_DEPTH_ATTRIBUTES]
             )
         except Exception as exc:
-            raise _fatal(exc, self.queue, endpoint) or SourceError(
+            raise fatal_error(exc, self.queue, endpoint) or SourceError(
                 f"cannot open SQS event queue {self.queue!r}: {exc}"
             ) from exc
         attributes = response["Attributes"]
         self._depth = sum(int(attributes.get(name, 0)) for name in _DEPTH_ATTRIBUTES)
         ref = self._dead_letter_ref
         if ref is None and "RedrivePolicy" in attributes:
-            ref = _QueueRef.parse(orjson.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"])
+            ref = QueueRef.parse(orjson.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"])
             _standard(ref, "the redrive policy's deadLetterTargetArn")
         if ref is None:
             raise ConfigError(
@@ -292,10 +301,10 @@ class SQSEventQueue:
                 "dead_letter_queue=... or give the queue a redrive policy"
             )
         try:
-            self.dead_letter_url = await _resolve_url(client, ref)
+            self.dead_letter_url = await resolve_url(client, ref)
         except Exception as exc:
             name = ref.url or ref.name
-            raise _fatal(exc, name, endpoint) or SourceError(
+            raise fatal_error(exc, name, endpoint) or SourceError(
                 f"cannot open SQS dead-letter queue {name!r}: {exc}"
             ) from exc
 
@@ -370,7 +379,7 @@ class SQSEventQueue:
                     VisibilityTimeout=self.visibility_timeout,
                 )
             except Exception as exc:
-                fatal = _fatal(exc, self.queue, self._connection.endpoint)
+                fatal = fatal_error(exc, self.queue, self._connection.endpoint)
                 if fatal is not None:
                     raise fatal from exc
                 delay = retry_delay(failures, 0.5, 20.0)
@@ -406,13 +415,13 @@ class SQSEventQueue:
             self._held[event.receipt] = event
             events.append(event)
         if later:
-            failures = await _call_by_ten(
+            failures = await call_by_ten(
                 self._client.change_message_visibility_batch, self._url, later, _hide_entry
             )
             if failures:
                 log.warning(
                     "could not hide events until they are due; they come back sooner",
-                    extra={"queue": self.ref.name, "errors": _summary(failures)},
+                    extra={"queue": self.ref.name, "errors": summary(failures)},
                 )
         return events
 
@@ -431,41 +440,14 @@ class SQSEventQueue:
     async def _release(self, receipts: list[str]) -> None:
         if not receipts:
             return
-        failures = await _call_by_ten(
-            self._client.change_message_visibility_batch, self._url, receipts, _release_now_entry
+        failures = await call_by_ten(
+            self._client.change_message_visibility_batch, self._url, receipts, release_now_entry
         )
         if failures:
             log.warning(
                 "could not release unsettled events; they come back after the visibility timeout",
-                extra={"queue": self.ref.name, "errors": _summary(failures)},
+                extra={"queue": self.ref.name, "errors": summary(failures)},
             )
-
-    async def _heartbeat(self) -> None:
-        """Keep every held event invisible to the other workers while this one has it."""
-        while True:
-            await asyncio.sleep(self.visibility_timeout / 3)
-            receipts = list(self._held)
-            if not receipts:
-                continue
-            failures = await _call_by_ten(
-                self._client.change_message_visibility_batch,
-                self._url,
-                receipts,
-                self._extend_entry,
-            )
-            lost = [f for f in failures if f[0] in self._held]
-            if lost:
-                log.warning(
-                    "could not extend the visibility of events; they may run twice",
-                    extra={"queue": self.ref.name, "errors": _summary(lost)},
-                )
-
-    def _extend_entry(self, entry_id: str, receipt: str) -> dict[str, Any]:
-        return {
-            "Id": entry_id,
-            "ReceiptHandle": receipt,
-            "VisibilityTimeout": self.visibility_timeout,
-        }
 
     async def _refresh_depth(self) -> None:
         """Read the queue's depth for the gauge every ``depth_interval``, not per scrape."""

@@ -1,12 +1,12 @@
-"""Amazon SQS as Lambda's SQS event source, and an SQS queue as a destination.
+"""Amazon SQS as Lambda's SQS event source, on aiobotocore.
 
-Both sit on aiobotocore. The engine owns batching, invocation and the outcome; this module owns
-what Lambda's SQS pollers do around it and the engine does not: long polling from a number of
-pollers that grows while messages keep coming and shrinks when the queue runs dry, extending
-the visibility of every message still being handled (so a slow handler never causes a
-duplicate), deleting what succeeded, releasing what failed (optionally after a backoff delay),
-FIFO rules per ``MessageGroupId``, and an optional dead letter after N receives for queues
-without a redrive policy.
+The engine owns batching, invocation and the outcome; this module owns what Lambda's SQS
+pollers do around it and the engine does not: long polling from a number of pollers that grows
+while messages keep coming and shrinks when the queue runs dry, extending the visibility of
+every message still being handled (so a slow handler never causes a duplicate; the heartbeat is
+:mod:`.visibility`'s), deleting what succeeded, releasing what failed (optionally after a
+backoff delay), FIFO rules per ``MessageGroupId``, and an optional dead letter after N receives
+for queues without a redrive policy.
 """
 
 from __future__ import annotations
@@ -14,59 +14,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import logging
 import math
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
-from botocore.exceptions import (
-    ClientError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import ClientError
 
-from streamfn.backoff import retry_delay as backoff_delay
 from streamfn.config import MappingConfig
 from streamfn.destinations import Destination
-from streamfn.errors import ConfigError, DestinationError, SourceError
+from streamfn.errors import ConfigError, SourceError
 from streamfn.record import Record
 from streamfn.source import AssignmentListener
 
+from ._client import (
+    MAX_RECEIVE,
+    MAX_VISIBILITY,
+    MAX_WAIT,
+    Connection,
+    QueueRef,
+    call_by_ten,
+    fatal_error,
+    resolve_url,
+    summary,
+)
+from .visibility import VisibilityHeartbeat, release_now_entry
+
 log = logging.getLogger("streamfn.sqs")
 
-MAX_RECEIVE = 10  # messages per ReceiveMessage, and entries per *Batch call
-MAX_WAIT = 20  # seconds: SQS's longest long poll
-MAX_VISIBILITY = 43_200  # seconds: SQS's cap on a message's visibility timeout
 FIFO_MAX_BATCH = 10  # Lambda's BatchSize cap for FIFO queues
 SCALE_INTERVAL = 1.0  # seconds between two scaling decisions
-CALL_ATTEMPTS = 3  # tries of one batch call whose entries failed on the server's side
 ABANDON_TIMEOUT = MAX_WAIT + 5.0  # seconds to release unsettled messages when stopping
-
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
-_ARN = re.compile(r"arn:[\w-]+:sqs:([\w-]+):(\d{12}):([\w.-]+)")
-_AWS_URL = re.compile(r"https://sqs\.([\w-]+)\.amazonaws\.com(?:\.cn)?/\d+/[\w.-]+")
-_GROUP_ID = re.compile(rb"[!-~]{1,128}")  # SQS: 1-128 ASCII letters, digits, punctuation
-_MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-_REFUSED = {
-    "AccessDenied",
-    "AccessDeniedException",
-    "ExpiredToken",
-    "IncompleteSignature",
-    "InvalidAccessKeyId",
-    "InvalidClientTokenId",
-    "InvalidSecurity",
-    "MissingAuthenticationToken",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-}
 
 #: Bytes a Lambda SQS event record takes around its variable fields (keys, quotes, constants),
 #: so the 6 MB cap counts metadata as Lambda does.
@@ -91,115 +71,6 @@ _ATTRIBUTE_OVERHEAD = len(b'"":{"stringListValues":[],"binaryListValues":[],"dat
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
-    return type(exc).__name__
-
-
-@dataclass(frozen=True, slots=True)
-class _QueueRef:
-    """A queue named by URL, ARN or name, and what the reference itself says about it."""
-
-    name: str
-    url: str | None = None
-    region: str | None = None
-    owner: str | None = None
-
-    @classmethod
-    def parse(cls, queue: str) -> _QueueRef:
-        if not isinstance(queue, str):
-            raise ConfigError.out_of_range("queue", queue, "a queue URL, ARN or name")
-        if queue.startswith(("http://", "https://")):
-            url = _AWS_URL.fullmatch(queue)
-            region = url.group(1) if url else None
-            return cls(queue.rstrip("/").rsplit("/", 1)[-1], queue, region)
-        arn = _ARN.fullmatch(queue)
-        if arn is not None:
-            return cls(arn.group(3), region=arn.group(1), owner=arn.group(2))
-        if not _NAME.fullmatch(queue):
-            raise ConfigError.out_of_range(
-                "queue",
-                queue,
-                "a queue URL, an SQS ARN, or a name of 1-80 letters, digits, '-' and '_' "
-                "(FIFO: ending in '.fifo')",
-            )
-        return cls(queue)
-
-    @property
-    def fifo(self) -> bool:
-        return self.name.endswith(".fifo")
-
-
-@dataclass(frozen=True, slots=True)
-class _Connection:
-    """Where and as whom to call SQS; unset fields come from the usual AWS chain."""
-
-    region_name: str | None
-    endpoint_url: str | None
-    aws_access_key_id: str | None
-    aws_secret_access_key: str | None
-    aws_session_token: str | None
-    profile_name: str | None
-
-    @contextlib.asynccontextmanager
-    async def client(self, pool: int) -> AsyncIterator[Any]:
-        """An aiobotocore SQS client with ``pool`` connections, closed on exit."""
-        creator = AioSession(profile=self.profile_name).create_client(
-            "sqs",
-            region_name=self.region_name,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-            config=AioConfig(max_pool_connections=pool, retries={"mode": "standard"}),
-        )
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                client = await stack.enter_async_context(creator)
-            except NoRegionError as exc:
-                raise ConfigError(
-                    "no AWS region for SQS: pass region_name, a queue URL or ARN, "
-                    "or set AWS_DEFAULT_REGION"
-                ) from exc
-            yield client
-
-    @property
-    def endpoint(self) -> str:
-        return self.endpoint_url or "AWS"
-
-
-async def _resolve_url(client: Any, ref: _QueueRef) -> str:
-    if ref.url is not None:
-        return ref.url
-    kwargs = {"QueueName": ref.name}
-    if ref.owner is not None:
-        kwargs["QueueOwnerAWSAccountId"] = ref.owner
-    url: str = (await client.get_queue_url(**kwargs))["QueueUrl"]
-    return url
-
-
-def _fatal(exc: BaseException, queue: str, endpoint: str) -> SourceError | None:
-    """The SourceError for a failure no retry can fix (missing queue, refused credentials)."""
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return SourceError(f"no usable AWS credentials for SQS queue {queue!r}: {exc}")
-    if isinstance(exc, EndpointConnectionError):
-        return SourceError(f"cannot reach SQS at {endpoint} for queue {queue!r}: {exc}")
-    if not isinstance(exc, ClientError):
-        return None
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in _MISSING:
-        return SourceError(f"SQS queue {queue!r} does not exist (at {endpoint})")
-    if code in _REFUSED or status in (401, 403):
-        return SourceError(
-            f"AWS refused the credentials used for SQS queue {queue!r} "
-            f"(HTTP {status}, {code}): {error.get('Message', '')}"
-        )
-    return None
 
 
 def _lambda_attributes(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -269,56 +140,10 @@ class _Poller:
 
 
 T = TypeVar("T")
-BatchCall = Callable[..., Awaitable[Mapping[str, Any]]]
-
-
-async def _call_by_ten(
-    call: BatchCall, url: str, items: Sequence[T], entry: Callable[[str, T], dict[str, Any]]
-) -> list[tuple[T, str]]:
-    """Run a ``*Batch`` SQS call over ``items``, ten entries a call, all calls at once.
-    Returns the (item, error code) that still failed."""
-    chunks = [items[i : i + MAX_RECEIVE] for i in range(0, len(items), MAX_RECEIVE)]
-    results = await asyncio.gather(*(_call_ten(call, url, chunk, entry) for chunk in chunks))
-    return [failure for result in results for failure in result]
-
-
-async def _call_ten(
-    call: BatchCall, url: str, chunk: Sequence[T], entry: Callable[[str, T], dict[str, Any]]
-) -> list[tuple[T, str]]:
-    """botocore already retried a call that failed as a whole (throttling, 5xx, network);
-    entries that failed on the server's side inside a successful call are retried here."""
-    pending = list(chunk)
-    final: list[tuple[T, str]] = []
-    retry: list[tuple[T, str]] = []
-    for attempt in range(CALL_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(backoff_delay(attempt - 1, 0.05, 1.0))
-        try:
-            response = await call(
-                QueueUrl=url, Entries=[entry(str(i), item) for i, item in enumerate(pending)]
-            )
-        except Exception as exc:
-            return final + [(item, _error_code(exc)) for item in pending]
-        retry = []
-        for failure in response.get("Failed", ()):
-            item = pending[int(failure["Id"])]
-            code = str(failure.get("Code", "Failed"))
-            (final if failure.get("SenderFault") else retry).append((item, code))
-        if not retry:
-            break
-        pending = [item for item, _ in retry]
-    return final + retry
 
 
 def _delete_entry(entry_id: str, rec: Record) -> dict[str, Any]:
     return {"Id": entry_id, "ReceiptHandle": rec.meta["ReceiptHandle"]}
-
-
-def _summary(failures: Iterable[tuple[Any, str]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for _, code in failures:
-        counts[code] = counts.get(code, 0) + 1
-    return counts
 
 
 class SQSSource:
@@ -372,7 +197,7 @@ class SQSSource:
         dead_letter: Destination | None = None,
         max_receives: int | None = None,
     ) -> None:
-        self.ref = _QueueRef.parse(queue)
+        self.ref = QueueRef.parse(queue)
         _check_pollers(min_pollers, max_pollers)
         if function_timeout is not None:
             _check_seconds("function_timeout", function_timeout, 900)
@@ -397,7 +222,7 @@ class SQSSource:
         self.retry_max_delay = retry_max_delay
         self.dead_letter = dead_letter
         self.max_receives = max_receives
-        self._connection = _Connection(
+        self._connection = Connection(
             region_name or self.ref.region,
             endpoint_url,
             aws_access_key_id,
@@ -423,7 +248,7 @@ class SQSSource:
         self._pollers: dict[str, _Poller] = {}
         self._group_owners: dict[bytes | None, _Poller] = {}  # FIFO
         self._orphans: set[asyncio.Future[Any]] = set()  # receives whose fetch was cancelled
-        self._visibility_lock = asyncio.Lock()
+        self._heartbeat: VisibilityHeartbeat | None = None  # while running
         self._full = 0  # receives that came back full since the last scaling decision
         self._empty = 0  # receives that came back empty since then
 
@@ -436,18 +261,28 @@ class SQSSource:
         high = config.maximum_concurrency or self.max_pollers
         low = min(self.min_pollers, high)
         self._pollers, self._group_owners, self._orphans = {}, {}, set()
-        self._visibility_lock = asyncio.Lock()
         async with self._connection.client(2 * high + 10) as client:
             await self._open(client)
             self._client = client
+            # Every message received and not yet settled stays invisible, so a handler slower
+            # than the visibility timeout causes no duplicate.
+            self._heartbeat = heartbeat = VisibilityHeartbeat(
+                client,
+                self._url,
+                self._visibility,
+                lambda: _handles(self._all_held()),
+                queue=self.ref.name,
+                log=log,
+                lost="could not extend visibility; messages may be delivered twice",
+            )
             try:
                 async with asyncio.TaskGroup() as tg:
                     if self._visibility > 0:
-                        tg.create_task(self._heartbeat())
+                        tg.create_task(heartbeat.run())
                     await self._scale(listener, low, high)
             finally:
                 await self._abandon_all()
-                self._client = None
+                self._client = self._heartbeat = None
 
     def _check_batching(self, config: MappingConfig) -> int:
         """Lambda's batching rules for SQS, checked before connecting; returns how many
@@ -474,13 +309,13 @@ class SQSSource:
     async def _open(self, client: Any) -> None:
         """Resolve the queue and read the attributes the source depends on."""
         try:
-            self._url = await _resolve_url(client, self.ref)
+            self._url = await resolve_url(client, self.ref)
             response = await client.get_queue_attributes(
                 QueueUrl=self._url,
                 AttributeNames=["QueueArn", "VisibilityTimeout", "RedrivePolicy"],
             )
         except Exception as exc:
-            error = _fatal(exc, self.queue, self._connection.endpoint)
+            error = fatal_error(exc, self.queue, self._connection.endpoint)
             if error is not None:
                 raise error from exc
             raise SourceError(f"cannot open SQS queue {self.queue!r}: {exc}") from exc
@@ -566,7 +401,7 @@ class SQSSource:
             self._orphans.add(receive)
             raise
         except ClientError as exc:  # anything else is transient: the poller backs off
-            error = _fatal(exc, self.queue, self._connection.endpoint)
+            error = fatal_error(exc, self.queue, self._connection.endpoint)
             if error is not None:
                 raise error from exc
             raise
@@ -658,7 +493,7 @@ class SQSSource:
                 taken.append(rec)
         if taken:
             poller.forget(taken)
-            await self._change_visibility(_handles(taken), _release_now_entry, "release")
+            await self._change_visibility(_handles(taken), release_now_entry, "release")
         return mine
 
     def _disown_groups(self, poller: _Poller) -> None:
@@ -671,14 +506,14 @@ class SQSSource:
     async def _delete(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        failures = await _call_by_ten(
+        failures = await call_by_ten(
             self._client.delete_message_batch, self._url, records, _delete_entry
         )
         self.deleted += len(records) - len(failures)
         if failures:
             log.warning(
                 "could not delete messages; they will be delivered again",
-                extra={"queue": self.ref.name, "errors": _summary(failures)},
+                extra={"queue": self.ref.name, "errors": summary(failures)},
             )
 
     async def _release(self, records: Sequence[Record]) -> None:
@@ -725,48 +560,17 @@ class SQSSource:
         sent = {r.offset for r in delivered}
         return delivered, [r for r in failed if r.offset not in sent]
 
-    async def _heartbeat(self) -> None:
-        """Extend the visibility of every message received and not yet settled, every third
-        of the visibility timeout, so a handler slower than the timeout causes no duplicate."""
-        while True:
-            await asyncio.sleep(self._visibility / 3)
-            async with self._visibility_lock:
-                held = self._all_held()
-                if not held:
-                    continue
-                failures = await _call_by_ten(
-                    self._client.change_message_visibility_batch,
-                    self._url,
-                    held,
-                    self._extend_entry,
-                )
-            lost = [f for f in failures if f[0].offset in self._pollers[f[0].partition].held]
-            if lost:
-                log.warning(
-                    "could not extend visibility; messages may be delivered twice",
-                    extra={"queue": self.ref.name, "errors": _summary(lost)},
-                )
-
-    def _extend_entry(self, entry_id: str, rec: Record) -> dict[str, Any]:
-        return {
-            "Id": entry_id,
-            "ReceiptHandle": rec.meta["ReceiptHandle"],
-            "VisibilityTimeout": self._visibility,
-        }
-
     async def _change_visibility(
         self, items: Sequence[T], entry: Callable[[str, T], dict[str, Any]], purpose: str
     ) -> None:
         """ChangeMessageVisibility after any running heartbeat call, so that an extension
         never lands after (and undoes) a release."""
-        async with self._visibility_lock:
-            failures = await _call_by_ten(
-                self._client.change_message_visibility_batch, self._url, items, entry
-            )
+        assert self._heartbeat is not None, "the source is not running"
+        failures = await self._heartbeat.change(items, entry)
         if failures:
             log.warning(
                 f"could not set the {purpose}; messages come back after the visibility timeout",
-                extra={"queue": self.ref.name, "errors": _summary(failures)},
+                extra={"queue": self.ref.name, "errors": summary(failures)},
             )
 
     async def _abandon_all(self) -> None:
@@ -782,7 +586,7 @@ class SQSSource:
                     await asyncio.wait(self._orphans)
                     handles += [m["ReceiptHandle"] for m in _orphaned_messages(self._orphans)]
                 if handles:
-                    await self._change_visibility(handles, _release_now_entry, "release")
+                    await self._change_visibility(handles, release_now_entry, "release")
         for receive in self._orphans:
             receive.cancel()
 
@@ -840,10 +644,6 @@ def _handles(records: Iterable[Record]) -> list[str]:
     return [rec.meta["ReceiptHandle"] for rec in records]
 
 
-def _release_now_entry(entry_id: str, handle: str) -> dict[str, Any]:
-    return {"Id": entry_id, "ReceiptHandle": handle, "VisibilityTimeout": 0}
-
-
 def _orphaned_messages(receives: Iterable[asyncio.Future[Any]]) -> list[dict[str, Any]]:
     """The messages the finished receives brought back (a failed one brought none)."""
     messages: list[dict[str, Any]] = []
@@ -865,116 +665,3 @@ def _check_pollers(low: object, high: object) -> None:
 def _check_seconds(name: str, value: object, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
         raise ConfigError.out_of_range(name, value, f"a number of seconds from 0 to {high:g}")
-
-
-def _group_id(key: bytes | None) -> str:
-    """A MessageGroupId for a FIFO destination: the record's key when it is a valid one."""
-    if key is None:
-        return "streamfn"
-    if _GROUP_ID.fullmatch(key):
-        return key.decode("ascii")
-    return hashlib.sha256(key).hexdigest()
-
-
-class SQSDestination:
-    """Sends each record as a JSON message to an SQS queue (SendMessage), returning only once
-    SQS accepted it; :meth:`send_many` sends several with SendMessageBatch.
-
-    For a FIFO queue the record's key (the source record's key) is the MessageGroupId, so
-    records of one key stay in order, and the body's SHA-256 is the deduplication id, so a
-    retried send within SQS's five-minute window is not stored twice. The client starts on the
-    first send; whoever created the destination calls :meth:`close` (or uses ``async with``).
-    """
-
-    def __init__(
-        self,
-        queue: str,
-        *,
-        include_payload: bool = False,
-        region_name: str | None = None,
-        endpoint_url: str | None = None,
-        aws_access_key_id: str | None = None,
-        aws_secret_access_key: str | None = None,
-        aws_session_token: str | None = None,
-        profile_name: str | None = None,
-    ) -> None:
-        self.ref = _QueueRef.parse(queue)
-        self.queue = queue
-        self.include_payload = include_payload
-        self._connection = _Connection(
-            region_name or self.ref.region,
-            endpoint_url,
-            aws_access_key_id,
-            aws_secret_access_key,
-            aws_session_token,
-            profile_name,
-        )
-        self._lock = asyncio.Lock()
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._client: Any = None
-        self._url = ""
-
-    def describe(self) -> str:
-        return f"sqs://{self.ref.name}"
-
-    async def _opened(self) -> Any:
-        async with self._lock:
-            if self._client is not None:
-                return self._client
-            async with contextlib.AsyncExitStack() as stack:
-                try:
-                    client = await stack.enter_async_context(self._connection.client(10))
-                    self._url = await _resolve_url(client, self.ref)
-                except Exception as exc:
-                    error = _fatal(exc, self.queue, self._connection.endpoint)
-                    raise DestinationError(str(error or exc)) from exc
-                self._stack = stack.pop_all()
-            self._client = client
-            return client
-
-    async def close(self) -> None:
-        """Close the client; a later send opens a new one."""
-        async with self._lock:
-            stack, self._stack, self._client = self._stack, None, None
-            if stack is not None:
-                await stack.aclose()
-
-    async def __aenter__(self) -> SQSDestination:
-        await self._opened()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def _message(self, record: Mapping[str, Any], key: bytes | None) -> dict[str, Any]:
-        body = orjson.dumps(record).decode()
-        message: dict[str, Any] = {"MessageBody": body}
-        if self.ref.fifo:
-            message["MessageGroupId"] = _group_id(key)
-            message["MessageDeduplicationId"] = hashlib.sha256(body.encode()).hexdigest()
-        return message
-
-    async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
-        client = self._client or await self._opened()
-        try:
-            await client.send_message(QueueUrl=self._url, **self._message(record, key))
-        except Exception as exc:
-            raise DestinationError(f"{self.describe()} refused the record: {exc}") from exc
-
-    async def send_many(
-        self, records: Sequence[Mapping[str, Any]], *, key: bytes | None = None
-    ) -> None:
-        """Send ``records`` ten a call; raises DestinationError when any could not be sent
-        (the others are stored: a retry may duplicate them, as with any at-least-once send)."""
-        client = self._client or await self._opened()
-        messages = [self._message(record, key) for record in records]
-        failures = await _call_by_ten(client.send_message_batch, self._url, messages, _entry)
-        if failures:
-            raise DestinationError(
-                f"{self.describe()} refused {len(failures)} of {len(records)} records: "
-                f"{_summary(failures)}"
-            )
-
-
-def _entry(entry_id: str, message: dict[str, Any]) -> dict[str, Any]:
-    return {"Id": entry_id, **message}

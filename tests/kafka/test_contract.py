@@ -11,7 +11,7 @@ import pytest
 
 from streamfn import ConfigError, DestinationError, Record, Source
 from streamfn.connectors.kafka import KafkaDestination, KafkaSource
-from streamfn.connectors.kafka.source import split_partition_id
+from streamfn.connectors.kafka._client import split_partition_id
 
 from .conftest import Kafka
 

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 
 from streamfn import App, Batch, MappingConfig, Record
 from streamfn.connectors.kafka import KafkaSource
-from streamfn.connectors.kafka.source import partition_id
+from streamfn.connectors.kafka._client import partition_id
 from streamfn.source import AssignmentListener
 
 from .conftest import FAST_GROUP, Kafka, Seen, eventually
