@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from streamfn import App, Batch, BatchResult, Context, SourceError
 from streamfn.connectors.kinesis import KinesisSource, ShardMetrics
-from streamfn.connectors.kinesis.source import _ShardReader
+from streamfn.connectors.kinesis._shards import _ShardReader
 from streamfn.leases import Lease
 from streamfn.testing import MemoryDestination
 
