@@ -1,8 +1,9 @@
-"""A first streamfn app: one function for the Invoke API, and one event source mapping fed by an
+r"""A first streamfn app: one function for the Invoke API, and one event source mapping fed by an
 in-memory stream, so it runs with no broker at all.
 
     streamfn run examples/hello.py:app
-    curl -s -XPOST localhost:9000/2015-03-31/functions/greet/invocations -d '{"name": "world"}'
+    curl -s -XPOST localhost:9000/2015-03-31/functions/greet/invocations \
+         -H 'Content-Type: application/json' -d '{"name": "world"}'
 """
 
 from __future__ import annotations

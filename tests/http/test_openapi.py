@@ -1,7 +1,8 @@
 """The adapter against its own OpenAPI description: schemathesis generates requests for every
-route of ``connectors/http/openapi.json`` and sends them to a ``streamfn run`` worker. No
-response may be a 5xx (the app's functions never fail), undocumented, or of an undocumented
-content type."""
+route of the document :mod:`streamfn.connectors.http.openapi` points to (``OPENAPI_PATH``,
+``connectors/http/openapi.json`` in the repository, served as ``GET /openapi.json``) and sends
+them to a ``streamfn run`` worker. No response may be a 5xx (the app's functions never fail),
+undocumented, or of an undocumented content type."""
 
 from __future__ import annotations
 
