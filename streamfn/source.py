@@ -98,3 +98,35 @@ class QueueSource(Protocol):
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]: ...
 
     def filter_view(self, record: Record) -> dict[str, Any]: ...
+
+
+#: The gauges a source may report per partition through :class:`ReportsGauges`, with the
+#: metric each becomes (labels function, mapping, partition) and its help text.
+SOURCE_GAUGES = {
+    "offset_lag": (
+        "streamfn_esm_offset_lag",
+        "Kafka: the partition's end offset minus the group's committed offset (AWS OffsetLag).",
+    ),
+    "iterator_age_seconds": (
+        "streamfn_esm_iterator_age_seconds",
+        "Kinesis and DynamoDB Streams: age of the last record read (AWS IteratorAge).",
+    ),
+    "approximate_queue_depth": (
+        "streamfn_esm_approximate_queue_depth",
+        "SQS: ApproximateNumberOfMessages of the queue, as last read.",
+    ),
+    "approximate_oldest_message_age_seconds": (
+        "streamfn_esm_approximate_oldest_message_age_seconds",
+        "SQS: age of the oldest message the pollers received last (approximate).",
+    ),
+}
+
+
+@runtime_checkable
+class ReportsGauges(Protocol):
+    """Optional for a source: gauges it keeps per partition anyway (lag, iterator age, queue
+    depth), read at scrape time, never on the hot path."""
+
+    def gauges(self) -> dict[str, dict[str, float]]:
+        """``{gauge: {partition: value}}`` with gauge names from :data:`SOURCE_GAUGES`; a
+        source reports what it knows cheaply and leaves out the rest."""

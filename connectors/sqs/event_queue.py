@@ -232,7 +232,7 @@ class SQSEventQueue:
             client = await stack.enter_async_context(self._connection.client(self.max_connections))
             await self._open(client)
             self._client = client
-            heartbeat = VisibilityHeartbeat(
+            self._heartbeat = heartbeat = VisibilityHeartbeat(
                 client,
                 self._url,
                 self.visibility_timeout,
@@ -438,11 +438,11 @@ class SQSEventQueue:
         )
 
     async def _release(self, receipts: list[str]) -> None:
+        """Make ``receipts`` visible at once, after any running extension: one that landed
+        after the release would hide the events for another visibility timeout."""
         if not receipts:
             return
-        failures = await call_by_ten(
-            self._client.change_message_visibility_batch, self._url, receipts, release_now_entry
-        )
+        failures = await self._heartbeat.change(receipts, release_now_entry)
         if failures:
             log.warning(
                 "could not release unsettled events; they come back after the visibility timeout",

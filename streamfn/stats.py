@@ -1,0 +1,68 @@
+"""What an event source mapping has done, per partition: plain counters the engine bumps once
+per batch, read at scrape time by ``/metrics`` and by the health checks.
+
+The hot path pays an integer addition per batch, never a label lookup or a lock: a
+:class:`PartitionStats` is created when a partition is assigned and handed to the runner, the
+outcome policy and the failure log of that partition. It outlives the partition's revocation
+(counters of a partition that comes back continue), so a scrape never sees a counter go down.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class PartitionStats:
+    """One partition (or shard, or SQS poller) of one mapping. Counts are of records unless
+    the name says batches; times are ``time.time()`` (epoch seconds) for what is exported and
+    ``time.monotonic()`` for what is only compared."""
+
+    #: records the source returned
+    polled: int = 0
+    #: records that matched no ``filter_criteria`` pattern (skipped, checkpointed or deleted)
+    filtered: int = 0
+    #: invocations (batches) and the records they carried, retries and bisected halves included
+    invocations: int = 0
+    invoked: int = 0
+    #: invocations that failed: raised, timed out, or an invalid or partial batch response
+    failed_invocations: int = 0
+    #: retries of a failed batch (after a backoff) and bisections of one
+    retries: int = 0
+    bisects: int = 0
+    #: records given up without an on_failure destination (Lambda discards them)
+    dropped: int = 0
+    #: records whose failure record an on_failure destination stored
+    on_failure: int = 0
+    #: queue sources: messages deleted after success (or matching no filter), and messages
+    #: handed back to the queue after a failure
+    deleted: int = 0
+    returned: int = 0
+    #: checkpoint commits that the source acknowledged, and when the last one did
+    commits: int = 0
+    last_commit: float = 0.0
+    #: records fetched and not settled yet (the runner's in-flight count)
+    in_flight: int = 0
+    #: when the partition last settled a batch or found nothing to do (monotonic): a partition
+    #: with records in flight and no progress for long is stuck
+    last_progress: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class MappingStats:
+    """One mapping: its partitions' stats (kept after revocation) and its rebalances."""
+
+    partitions: dict[str, PartitionStats] = field(default_factory=dict)
+    #: partitions assigned to and revoked from this worker
+    assigned: int = 0
+    revoked: int = 0
+    #: the source's fatal error, once it stopped for good (the mapping cannot go on)
+    fatal: str | None = None
+
+    def partition(self, partition: str) -> PartitionStats:
+        """The stats of ``partition``, created on first use."""
+        stats = self.partitions.get(partition)
+        if stats is None:
+            stats = self.partitions[partition] = PartitionStats()
+        return stats
