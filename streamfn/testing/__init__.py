@@ -7,6 +7,9 @@
 - Local brokers on free loopback ports (:mod:`streamfn.testing.servers`) and pytest fixtures
   built on them: enable them in a suite with
   ``pytest_plugins = ["streamfn.testing.pytest_plugin"]`` in its ``conftest.py``.
+- Contract test classes (:mod:`streamfn.testing.contracts`): the scenarios every event queue
+  and every partitioned source must pass, to subclass for your own implementation. They need
+  pytest and pytest-asyncio, so this package does not import them: import that module.
 
 Example::
 

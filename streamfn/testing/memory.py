@@ -18,7 +18,8 @@ from ..source import AssignmentListener
 
 
 class MemorySource:
-    """Partitions held in lists; offsets are list indexes; commits are remembered."""
+    """Partitions held in lists; offsets are list indexes; commits are remembered, and each run
+    starts every partition at its last commit, as a restarted consumer does."""
 
     kind = "memory"
     default_batch_size = 100
@@ -62,6 +63,7 @@ class MemorySource:
 
     async def run(self, config: MappingConfig, listener: AssignmentListener) -> None:
         self._listener = listener
+        self.positions = {p: self.committed.get(p, 0) for p in self.logs}
         await listener.assigned(list(self.logs))
         self._running.set()
         await asyncio.Event().wait()

@@ -13,13 +13,38 @@ or on the command line with ``-p streamfn.testing.pytest_plugin``. The fixtures:
 - ``aws_env``: dummy credentials and region in the environment, so no test can reach a real
   AWS account by accident.
 
-Example::
+Example: an SQS-fed function tested against moto::
 
-    async def test_orders_flow(kafka_broker, moto_endpoint, aws_env):
-        source = KafkaSource("orders", bootstrap_servers=kafka_broker.address, group_id="t")
-        ...
+    # conftest.py
+    pytest_plugins = ["streamfn.testing.pytest_plugin"]
 
-The brokers start on first use, on free loopback ports, and stop when the session ends.
+    # test_orders.py
+    import boto3
+
+    from streamfn import App
+    from streamfn.connectors.sqs import SQSSource
+    from streamfn.testing import wait_until
+
+
+    async def test_every_order_is_handled(moto_endpoint, aws_env):
+        sqs = boto3.client("sqs", endpoint_url=moto_endpoint)
+        url = sqs.create_queue(QueueName="orders")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody='{"id": 1}')
+        seen = []
+        app = App()
+
+        @app.consume(SQSSource(url, endpoint_url=moto_endpoint))
+        async def handle(batch, context):
+            seen.extend(record.json() for record in batch)
+
+        async with app.running():
+            await wait_until(lambda: seen == [{"id": 1}])
+
+A Kafka test does the same with ``KafkaSource(topic, bootstrap_servers=kafka_broker.address,
+group_id=...)`` on a topic it creates. The brokers start on first use, on free loopback ports,
+and stop when the session ends. The async tests need pytest-asyncio (``asyncio_mode = "auto"``,
+or ``pytest.mark.asyncio`` on each); the contract test classes that run on these brokers are in
+:mod:`streamfn.testing.contracts`.
 """
 
 from __future__ import annotations

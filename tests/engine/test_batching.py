@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 from streamfn import App, Batch
-from streamfn.testing import MemoryDestination, MemorySource
+from streamfn.testing import MemoryDestination, MemorySource, wait_until
 
-from .helpers import FAST_RETRY, wait_until
+from .helpers import FAST_RETRY
 
 
 async def test_batch_released_when_batch_size_is_reached() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 
 from streamfn import App, Batch, Context
-from streamfn.testing import MemorySource
+from streamfn.testing import MemorySource, wait_until
 
-from .helpers import FAST_RETRY, wait_until
+from .helpers import FAST_RETRY
 
 
 async def test_parallelization_runs_batches_concurrently_and_keeps_order_per_key() -> None:

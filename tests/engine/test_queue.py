@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 
 from streamfn import App, Batch, ConfigError, Context
-from streamfn.testing import MemoryDestination, MemoryQueue
-
-from .helpers import wait_until
+from streamfn.testing import MemoryDestination, MemoryQueue, wait_until
 
 
 async def test_successful_batch_is_deleted() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 import subprocess
 import uuid
@@ -23,19 +24,19 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamfn import Batch
 from streamfn.connectors.kafka import KafkaSource
+from streamfn.testing import wait_until
 from streamfn.testing.servers import TansuBroker, free_port
 
-#: Faster failure detection than aiokafka's defaults, so rebalances in tests take seconds.
-FAST_GROUP = {"heartbeat_interval_ms": 300, "session_timeout_ms": 6000}
+#: Faster failure detection than aiokafka's defaults, so rebalances in tests take seconds: tansu
+#: lets a group settle in about a session timeout and does not act on LeaveGroup, so a short
+#: one keeps a join (and a join after a member left) to a second or a few.
+FAST_GROUP = {"heartbeat_interval_ms": 250, "session_timeout_ms": 2000}
 FAST_RETRY = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Wait for ``condition`` to hold, failing the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
+#: Waits on a condition for up to 30 s unless told: a group rebalance on tansu takes seconds.
+eventually = functools.partial(wait_until, timeout=30.0)
 
 
 class Seen:

@@ -1,9 +1,12 @@
-"""KafkaSource's side of the Source contract and KafkaDestination, record by record."""
+"""KafkaSource's side of the Source contract: the shared scenarios (streamfn.testing.contracts)
+on tansu, then Kafka's own, record by record; and KafkaDestination."""
 
 from __future__ import annotations
 
 import base64
 import re
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -12,8 +15,34 @@ import pytest
 from streamfn import ConfigError, DestinationError, Record, Source
 from streamfn.connectors.kafka import KafkaDestination, KafkaSource
 from streamfn.connectors.kafka._client import split_partition_id
+from streamfn.testing.contracts import SourceContract
 
 from .conftest import Kafka
+
+
+class KafkaStream:
+    """One test's two-partition topic, read by sources of one consumer group."""
+
+    partitions = 2
+
+    def __init__(self, kafka: Kafka, topic: str) -> None:
+        self.kafka, self.topic = kafka, topic
+        self.group = f"g-{uuid.uuid4().hex[:12]}"
+
+    def source(self) -> KafkaSource:
+        return self.kafka.source(self.topic, self.group)
+
+    async def append(self, partition: str, values: Sequence[bytes]) -> None:
+        _, number = split_partition_id(partition)
+        await self.kafka.produce(self.topic, values, partition=number)
+
+
+class TestKafkaSource(SourceContract):
+    timeout = 20.0
+
+    @pytest.fixture
+    async def source_harness(self, kafka: Kafka) -> KafkaStream:
+        return KafkaStream(kafka, await kafka.create_topic(KafkaStream.partitions, "contract"))
 
 
 def source(**options: Any) -> KafkaSource:

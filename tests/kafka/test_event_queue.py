@@ -1,34 +1,32 @@
 """KafkaEventQueue: the event queue of asynchronous invocations on a Kafka topic that a consumer
-group shares. Acknowledged puts, commits that never pass an unsettled event, retries
-re-produced with their attempts and due time, the dead-letter topic, re-delivery after a crash,
-exactly-once runs across two workers, an App running on it end to end, malformed messages, and
-clear errors."""
+group shares. The event-queue contract (streamfn.testing.contracts) on tansu, its harness
+checking the key and Lambda's headers of every dead letter; then what is Kafka's own: commits
+that never pass an unsettled event, retries re-produced under the event's key, and clear
+errors."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pytest
 
-from streamfn import App, ConfigError, Context, SourceError
+from streamfn import App, ConfigError, SourceError
 from streamfn.asyncq import DeadLetter, EventQueue, QueuedEvent
-from streamfn.connectors._eventq import encode
 from streamfn.connectors.kafka.event_queue import KafkaEventQueue
+from streamfn.testing import wait_until
+from streamfn.testing.contracts import SharedEventQueueContract, receive_events
 
-from .. import event_queues
-from ..event_queues import fields
-from .conftest import Kafka, eventually
+from ..event_queues import lambda_attributes, letter_from_json
+from .conftest import FAST_GROUP, Kafka
 
-SCALE = 0.001  # async_time_scale: one minute becomes 60 ms
 DEADLINE = 20.0
-#: tansu lets a group settle in about a session timeout and does not act on LeaveGroup, so a
-#: short one keeps joins (and a join after a member left) to a second or a few.
-FAST_GROUP = {"heartbeat_interval_ms": 250, "session_timeout_ms": 2000}
+#: Partitions of an event topic: two, so that two workers each own one.
+PARTITIONS = 2
 
 
 def event_queue(kafka: Kafka, topic: str, dead: str, group: str, **options: Any) -> KafkaEventQueue:
@@ -54,10 +52,6 @@ def event(n: int) -> QueuedEvent:
     return QueuedEvent(str(uuid.uuid4()), "f", None, orjson.dumps({"n": n}), now, due_at=now)
 
 
-async def receive(queue: EventQueue, count: int = 1) -> list[QueuedEvent]:
-    return await event_queues.receive(queue, count, DEADLINE)
-
-
 async def committed(kafka: Kafka, group: str, topic: str, offset: int) -> None:
     """Wait until ``group`` has committed ``offset`` for partition 0 of ``topic``."""
     async with asyncio.timeout(DEADLINE):
@@ -65,182 +59,74 @@ async def committed(kafka: Kafka, group: str, topic: str, offset: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_put_is_acknowledged_and_committed_only_once_settled(kafka: Kafka) -> None:
-    topic, dead, group = await topics(kafka)
-    queue: EventQueue = event_queue(kafka, topic, dead, group)
-    async with queue:
-        sent = [event(n) for n in range(3)]
-        for e in sent:
-            await queue.put(e)
-        got = await receive(queue, 3)
-        assert [fields(e) for e in got] == [fields(e) for e in sent]
-        assert queue.oldest() == sent[0].enqueued_at
-        await queue.delete(got[1])
-        await queue.delete(got[2])
-        await committed(kafka, group, topic, 0)  # never past the first, still running
-        assert queue.depth() == 1
-        await queue.delete(got[0])
-        await committed(kafka, group, topic, 3)
-        assert (queue.depth(), queue.oldest()) == (0, None)
+class KafkaQueues:
+    """One test's event topic, dead-letter topic and consumer group on tansu."""
+
+    def __init__(self, kafka: Kafka, topic: str, dead: str, group: str) -> None:
+        self.kafka = kafka
+        self.topic, self.dead, self.group = topic, dead, group
+
+    def queue(self) -> KafkaEventQueue:
+        return event_queue(self.kafka, self.topic, self.dead, self.group)
+
+    async def dead_letters(self, count: int) -> list[DeadLetter]:
+        """The letters, each keyed by its request id and with Lambda's headers."""
+        letters = []
+        for message in await self.kafka.read(self.dead, count):
+            letter = letter_from_json(message.value)
+            assert message.key == letter.request_id.encode()
+            assert dict(message.headers) == {
+                name: value.encode() for name, value in lambda_attributes(letter).items()
+            }
+            letters.append(letter)
+        return letters
+
+    async def raw_dead_letters(self, count: int) -> list[tuple[bytes, str]]:
+        return [
+            (m.value, dict(m.headers)["ErrorMessage"].decode())
+            for m in await self.kafka.read(self.dead, count)
+        ]
+
+    async def send_raw(self, bodies: Sequence[bytes]) -> None:
+        await self.kafka.produce(self.topic, bodies)
+
+    async def wait_until_shared(self, queues: Sequence[EventQueue]) -> None:
+        """Each member owns its partitions: wait until the group has divided them."""
+        members = [q for q in queues if isinstance(q, KafkaEventQueue)]
+        share = PARTITIONS // len(members)
+        await wait_until(lambda: all(len(q.partitions) == share for q in members), DEADLINE)
 
 
-async def test_a_crashed_worker_s_events_are_delivered_again(kafka: Kafka) -> None:
-    topic, dead, group = await topics(kafka)
-    async with event_queue(kafka, topic, dead, group) as first:
-        await first.put(event(1))
-        (got,) = await receive(first)  # and never settled
-    async with event_queue(kafka, topic, dead, group) as second:
-        (again,) = await receive(second)
-        assert fields(again) == fields(got)
-        await second.delete(again)
-        await committed(kafka, group, topic, 1)
+class TestKafkaEventQueue(SharedEventQueueContract):
+    timeout = DEADLINE
+
+    @pytest.fixture
+    async def event_queue_harness(self, kafka: Kafka) -> KafkaQueues:
+        return KafkaQueues(kafka, *await topics(kafka, PARTITIONS))
 
 
-async def test_retry_reproduces_the_event_with_its_attempts_and_due_time(kafka: Kafka) -> None:
-    topic, dead, group = await topics(kafka)
-    async with event_queue(kafka, topic, dead, group) as queue:
-        await queue.put(event(1))
-        (got,) = await receive(queue)
-        got.attempts, got.throttles = 1, 2
-        retried_at = time.time()
-        await queue.retry(got, 0.5)
-        await committed(kafka, group, topic, 1)  # the first copy is settled
-        (again,) = await receive(queue)
-        assert time.time() >= retried_at + 0.5
-        assert (again.request_id, again.attempts, again.throttles) == (got.request_id, 1, 2)
-        assert again.due_at == pytest.approx(retried_at + 0.5, abs=0.1)
-        await queue.delete(again)
-        await committed(kafka, group, topic, 2)
-    _, copy = await kafka.read(topic, 2)
-    assert orjson.loads(copy.value)["attempts"] == 1
-    assert copy.key == got.request_id.encode()
-
-
-async def test_dead_letters_go_to_the_dead_letter_topic_with_lambda_headers(
+async def test_commits_never_pass_an_unsettled_event_and_retries_keep_their_key(
     kafka: Kafka,
 ) -> None:
     topic, dead, group = await topics(kafka)
-    record = {
-        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
-        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
-        "responsePayload": {"errorMessage": "boom", "errorType": "ValueError"},
-    }
     async with event_queue(kafka, topic, dead, group) as queue:
-        sent = event(7)
-        await queue.put(sent)
-        (got,) = await receive(queue)
-        got.attempts = 3
-        letter = DeadLetter(
-            got.request_id,
-            "f",
-            None,
-            got.payload or b"",
-            got.enqueued_at,
-            3,
-            time.time(),
-            "RetriesExhausted",
-            record,
-        )
-        await queue.dead_letter(got, letter)
-        await committed(kafka, group, topic, 1)
-    (message,) = await kafka.read(dead, 1)
-    body = orjson.loads(message.value)
-    assert (body["requestId"], body["attempts"]) == (sent.request_id, 3)
-    assert orjson.loads(body["payload"]) == {"n": 7}
-    assert (body["condition"], body["record"]) == ("RetriesExhausted", record)
-    assert message.key == sent.request_id.encode()
-    assert dict(message.headers) == {
-        "RequestID": sent.request_id.encode(),
-        "ErrorCode": b"200",
-        "ErrorMessage": b"boom",
-    }
-
-
-async def test_an_app_runs_events_and_dead_letters_failures_after_retries(kafka: Kafka) -> None:
-    topic, dead, group = await topics(kafka)
-    queue = event_queue(kafka, topic, dead, group)
-    app = App("shared", event_queue=queue, async_time_scale=SCALE)
-    ran: list[Any] = []
-    attempts: list[float] = []
-
-    @app.function()
-    async def works(event: Any, context: Context) -> None:
-        ran.append(event)
-
-    @app.function()
-    async def fails(event: Any, context: Context) -> None:
-        attempts.append(time.monotonic())
-        raise ValueError(f"no {event['n']}")
-
-    async with app.running():
-        await app.invoke_async("works", {"n": 1})
-        request_id = await app.invoke_async("fails", {"n": 2})
-        (message,) = await kafka.read(dead, 1)
-        await eventually(lambda: ran == [{"n": 1}], DEADLINE)
-        await committed(kafka, group, topic, 4)  # two events and two retries, all settled
-    assert len(attempts) == 3
-    assert attempts[1] - attempts[0] >= 60 * SCALE
-    assert attempts[2] - attempts[1] >= 120 * SCALE
-    body = orjson.loads(message.value)
-    assert (body["requestId"], body["function"], body["attempts"]) == (request_id, "fails", 3)
-    assert body["record"]["requestContext"]["condition"] == "RetriesExhausted"
-    assert body["record"]["responsePayload"]["errorMessage"] == "no 2"
-
-
-async def test_two_workers_share_the_partitions_and_run_each_event_once(kafka: Kafka) -> None:
-    topic, dead, group = await topics(kafka, partitions=4)
-    ran: list[tuple[str, int]] = []
-    both = asyncio.Event()
-
-    def worker(name: str) -> tuple[App, KafkaEventQueue]:
-        queue = event_queue(kafka, topic, dead, group)
-        app = App(name, event_queue=queue, async_time_scale=SCALE)
-
-        @app.function()
-        async def work(event: Any, context: Context) -> None:
-            ran.append((name, event["n"]))
-            if {worker for worker, _ in ran} == {"a", "b"}:
-                both.set()
-            async with asyncio.timeout(DEADLINE):  # neither may take everything alone
-                await both.wait()
-
-        return app, queue
-
-    (a, qa), (b, qb) = worker("a"), worker("b")
-    async with a.running(), b.running():
-        await eventually(lambda: len(qa.partitions) == len(qb.partitions) == 2, DEADLINE)
-        await asyncio.gather(
-            *(a.invoker.submit("work", None, orjson.dumps({"n": n}), str(n)) for n in range(40))
-        )
-        await eventually(lambda: len(ran) >= 40 and qa.depth() == qb.depth() == 0, DEADLINE)
-    assert sorted(n for _, n in ran) == list(range(40))
-    assert {name for name, _ in ran} == {"a", "b"}
-    offsets = await kafka.committed(group, topic, partitions=4)
-    assert sum(offset or 0 for offset in offsets) == 40  # every event settled and committed
-
-
-async def test_malformed_messages_are_dead_lettered_once_and_the_rest_run(
-    kafka: Kafka, caplog: pytest.LogCaptureFixture
-) -> None:
-    topic, dead, group = await topics(kafka)
-    app = App("shared", event_queue=event_queue(kafka, topic, dead, group))
-    ran: list[Any] = []
-
-    @app.function()
-    async def f(event: Any, context: Context) -> None:
-        ran.append(event)
-
-    await kafka.produce(topic, [b"not json", encode(event(1)), b'{"requestId": "x"}'])
-    with caplog.at_level(logging.ERROR, logger="streamfn.async.kafka"):
-        async with app.running():
-            buried = await kafka.read(dead, 2)
-            await eventually(lambda: ran == [{"n": 1}], DEADLINE)
-            await committed(kafka, group, topic, 3)
-    assert [m.value for m in buried] == [b"not json", b'{"requestId": "x"}']
-    assert list(buried[1].headers) == [("ErrorMessage", b"malformed event: no 'function' field")]
-    logged = [r for r in caplog.records if r.name == "streamfn.async.kafka"]
-    assert len(logged) == 2
-    assert all("copied to the dead-letter topic" in r.getMessage() for r in logged)
+        sent = [event(n) for n in range(3)]
+        for e in sent:
+            await queue.put(e)
+        first, second, third = await receive_events(queue, 3, DEADLINE)
+        await queue.delete(third)
+        second.attempts = 1
+        await queue.retry(second, 0.0)
+        await committed(kafka, group, topic, 0)  # never past the first, still running
+        await queue.delete(first)
+        await committed(kafka, group, topic, 3)
+        (again,) = await receive_events(queue, 1, DEADLINE)
+        assert (again.request_id, again.attempts) == (second.request_id, 1)
+        await queue.delete(again)
+        await committed(kafka, group, topic, 4)
+    *_, copy = await kafka.read(topic, 4)
+    assert copy.key == second.request_id.encode()
+    assert orjson.loads(copy.value)["attempts"] == 1
 
 
 async def test_a_dead_broker_is_a_clear_error(unused_address: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -19,13 +18,6 @@ FAST_READ = {"idle_interval": 0.05, "shard_sync_interval": 1.0}
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    """Wait for ``condition`` to hold, failing the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def leaf(error: BaseException) -> BaseException:

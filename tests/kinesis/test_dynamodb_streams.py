@@ -10,9 +10,9 @@ import boto3
 import pytest
 
 from streamfn import App, Batch, ConfigError, Context, SourceError
-from streamfn.testing import MemoryDestination
+from streamfn.testing import MemoryDestination, wait_until
 
-from . import FAST_RETRY, ddb_source, leaf, unique, wait_until
+from . import FAST_RETRY, ddb_source, leaf, unique
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

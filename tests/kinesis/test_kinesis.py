@@ -17,9 +17,9 @@ from streamfn import App, Batch, BatchResult, Context, SourceError
 from streamfn.connectors.kinesis import KinesisSource, ShardMetrics
 from streamfn.connectors.kinesis._shards import _ShardReader
 from streamfn.leases import Lease
-from streamfn.testing import MemoryDestination
+from streamfn.testing import MemoryDestination, wait_until
 
-from . import FAST_RETRY, create_stream, kinesis_source, leaf, put, shard_ids, wait_until
+from . import FAST_RETRY, create_stream, kinesis_source, leaf, put, shard_ids
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

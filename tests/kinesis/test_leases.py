@@ -24,8 +24,9 @@ from streamfn.leases import (
     parents_done,
     plan_leases,
 )
+from streamfn.testing import wait_until
 
-from . import unique, wait_until
+from . import unique
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

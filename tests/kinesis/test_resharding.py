@@ -19,9 +19,10 @@ import pytest
 
 from streamfn import App, Batch, Context
 from streamfn.connectors.kinesis import KinesisSource
+from streamfn.testing import wait_until
 from streamfn.testing.servers import free_port, wait_for_port
 
-from . import create_stream, kinesis, kinesis_source, put, wait_until
+from . import create_stream, kinesis, kinesis_source, put
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from streamfn import App
-from streamfn.testing import MemorySource
+from streamfn.testing import MemorySource, wait_until
 from streamfn.windows import STATE_LIMIT, WindowBatch, WindowedOutcome
 
-from . import FAST_RETRY, create_stream, kinesis_source, put, wait_until
+from . import FAST_RETRY, create_stream, kinesis_source, put
 
 WIDTH = 60
 

@@ -20,8 +20,9 @@ import pytest
 from streamfn import App, Batch, Context
 from streamfn.connectors.kinesis import KinesisSource
 from streamfn.connectors.kinesis.leases import DynamoDBLeaseStore
+from streamfn.testing import wait_until
 
-from . import create_stream, kinesis_source, put, unique, wait_until
+from . import create_stream, kinesis_source, put, unique
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 

@@ -76,13 +76,6 @@ async def counts(client: Any, url: str) -> tuple[int, int]:
     )
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    """Wait for ``condition`` to hold, failing the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
 async def wait_empty(client: Any, url: str, timeout: float = 15.0) -> None:
     """Wait until the queue holds no message, visible or in flight."""
     async with asyncio.timeout(timeout):

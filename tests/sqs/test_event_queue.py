@@ -1,30 +1,29 @@
 """SQSEventQueue: the event queue of asynchronous invocations on an SQS queue that several
-workers share. Durable puts batched into SendMessageBatch, retries that keep their attempts and
-delay, dead letters with Lambda's attributes, exactly-once runs across two workers, an App
-running on it end to end, malformed messages, and clear errors."""
+workers share. The event-queue contract (streamfn.testing.contracts) on moto, its harness
+checking Lambda's message attributes on every dead letter; then what is SQS's own: puts stored
+before they return and batched into SendMessageBatch, SQS's longest delay, a redriven dead
+letter starting over, the redrive policy, and clear errors."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 import pytest
 
-from streamfn import App, ConfigError, Context, SourceError
+from streamfn import App, ConfigError, SourceError
 from streamfn.asyncq import DeadLetter, EventQueue, QueuedEvent
-from streamfn.connectors._eventq import encode
+from streamfn.connectors._eventq import encode_letter
 from streamfn.connectors.sqs.event_queue import SQSEventQueue
+from streamfn.testing.contracts import SharedEventQueueContract, receive_events
 
-from .. import event_queues
-from ..event_queues import fields
-from . import counts, create_queue, sqs_client, wait_empty, wait_until
+from ..event_queues import lambda_attributes, letter_from_json
+from . import counts, create_queue, sqs_client
 
-SCALE = 0.001  # async_time_scale: one minute becomes 60 ms
 DEADLINE = 15.0
 
 
@@ -53,7 +52,7 @@ def event(n: int, *, due_in: float = 0.0, function: str = "f") -> QueuedEvent:
 
 
 async def receive(queue: EventQueue, count: int = 1) -> list[QueuedEvent]:
-    return await event_queues.receive(queue, count, DEADLINE)
+    return await receive_events(queue, count, DEADLINE)
 
 
 async def messages(sqs: Any, url: str, count: int) -> list[dict[str, Any]]:
@@ -78,24 +77,64 @@ async def delayed(sqs: Any, url: str) -> int:
     return int(attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"])
 
 
-async def test_put_is_stored_then_received_invisible_until_deleted(
+class SQSQueues:
+    """One test's event queue and dead-letter queue on moto. The queue's visibility timeout
+    (60 s) outlasts the contract's waits: an unsettled event comes back to the next queue only
+    because closing releases it."""
+
+    def __init__(self, sqs: Any, endpoint: str, queues: tuple[str, str]) -> None:
+        self.sqs = sqs
+        self.endpoint = endpoint
+        self.url, self.dead = self.queues = queues
+
+    def queue(self) -> SQSEventQueue:
+        return event_queue(self.endpoint, self.queues, depth_interval=0.05)
+
+    async def dead_letters(self, count: int) -> list[DeadLetter]:
+        """The letters, each with Lambda's message attributes."""
+        letters = []
+        for message in await messages(self.sqs, self.dead, count):
+            letter = letter_from_json(message["Body"].encode())
+            attributes = message["MessageAttributes"]
+            assert {name: a["StringValue"] for name, a in attributes.items()} == (
+                lambda_attributes(letter)
+            )
+            letters.append(letter)
+        return letters
+
+    async def raw_dead_letters(self, count: int) -> list[tuple[bytes, str]]:
+        return [
+            (m["Body"].encode(), m["MessageAttributes"]["ErrorMessage"]["StringValue"])
+            for m in await messages(self.sqs, self.dead, count)
+        ]
+
+    async def send_raw(self, bodies: Sequence[bytes]) -> None:
+        for body in bodies:
+            await self.sqs.send_message(QueueUrl=self.url, MessageBody=body.decode())
+
+    async def wait_until_shared(self, queues: Sequence[EventQueue]) -> None:
+        """SQS hands events to whichever worker asks."""
+
+
+class TestSQSEventQueue(SharedEventQueueContract):
+    @pytest.fixture
+    def event_queue_harness(
+        self, sqs: Any, moto_endpoint: str, queues: tuple[str, str]
+    ) -> SQSQueues:
+        return SQSQueues(sqs, moto_endpoint, queues)
+
+
+async def test_put_is_stored_before_it_returns_and_hidden_from_others_once_received(
     sqs: Any, moto_endpoint: str, queues: tuple[str, str]
 ) -> None:
     url = queues[0]
-    queue: EventQueue = event_queue(moto_endpoint, queues, depth_interval=0.05)
-    async with queue:
-        sent = event(1)
-        await queue.put(sent)
+    async with event_queue(moto_endpoint, queues) as queue:
+        await queue.put(event(1))
         assert await counts(sqs, url) == (1, 0)  # stored before put returned
         (got,) = await receive(queue)
-        assert fields(got) == fields(sent)
         assert await counts(sqs, url) == (0, 1)  # the other workers cannot see it
-        assert queue.oldest() == sent.enqueued_at
-        await wait_until(lambda: queue.depth() == 1)
         await queue.delete(got)
         assert await counts(sqs, url) == (0, 0)
-        assert queue.oldest() is None
-        await wait_until(lambda: queue.depth() == 0)
 
 
 async def test_concurrent_puts_share_send_message_batch_calls(
@@ -112,24 +151,6 @@ async def test_concurrent_puts_share_send_message_batch_calls(
         await asyncio.gather(*(queue.put(event(n)) for n in range(60)))
     assert await counts(sqs, queues[0]) == (60, 0)
     assert calls <= 12  # ten entries a call, whatever arrived together goes together
-
-
-async def test_retry_persists_attempts_and_due_time_for_any_worker(
-    sqs: Any, moto_endpoint: str, queues: tuple[str, str]
-) -> None:
-    async with event_queue(moto_endpoint, queues) as first:
-        await first.put(event(1))
-        (got,) = await receive(first)
-        got.attempts, got.throttles = 1, 2
-        retried_at = time.time()
-        await first.retry(got, 1.5)
-    async with event_queue(moto_endpoint, queues) as second:
-        (again,) = await receive(second)
-        assert time.time() >= retried_at + 1.5
-        assert (again.request_id, again.attempts, again.throttles) == (got.request_id, 1, 2)
-        assert again.due_at == pytest.approx(retried_at + 1.5, abs=0.1)
-        await second.delete(again)
-    await wait_empty(sqs, queues[0])
 
 
 async def test_a_delay_over_900_seconds_hides_the_event_until_due(
@@ -153,157 +174,22 @@ async def test_a_delay_over_900_seconds_hides_the_event_until_due(
             waiting.cancel()
 
 
-async def test_dead_letter_keeps_the_event_and_record_with_lambda_attributes(
+async def test_a_dead_letter_redriven_to_the_queue_starts_over(
     sqs: Any, moto_endpoint: str, queues: tuple[str, str]
 ) -> None:
-    url, dead = queues
-    record = {
-        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
-        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
-        "responsePayload": {"errorMessage": "x" * 2000, "errorType": "ValueError"},
-    }
-    async with event_queue(moto_endpoint, queues) as queue:
-        sent = event(7)
-        await queue.put(sent)
-        (got,) = await receive(queue)
-        got.attempts = 3
-        letter = DeadLetter(
-            got.request_id,
-            got.function,
-            None,
-            got.payload or b"",
-            got.enqueued_at,
-            3,
-            time.time(),
-            "RetriesExhausted",
-            record,
-        )
-        await queue.dead_letter(got, letter)
-        assert await counts(sqs, url) == (0, 0)
-    (message,) = await messages(sqs, dead, 1)
-    body = orjson.loads(message["Body"])
-    assert body["requestId"] == sent.request_id
-    assert orjson.loads(body["payload"]) == {"n": 7}
-    assert (body["attempts"], body["condition"], body["record"]) == (3, "RetriesExhausted", record)
-    attributes = message["MessageAttributes"]
-    assert attributes["RequestID"]["StringValue"] == sent.request_id
-    assert attributes["ErrorCode"]["StringValue"] == "200"
-    assert attributes["ErrorMessage"]["StringValue"] == "x" * 1024
-
-    # Moved back to the event queue (SQS's DLQ redrive), a dead letter starts over.
-    await sqs.send_message(QueueUrl=url, MessageBody=message["Body"])
+    sent = event(7)
+    sent.attempts = 3
+    letter = DeadLetter(
+        sent.request_id, "f", None, b"{}", sent.enqueued_at, 3, time.time(), "RetriesExhausted", {}
+    )
+    # What SQS's dead-letter redrive moves back: the body of a dead-letter message.
+    await sqs.send_message(QueueUrl=queues[0], MessageBody=encode_letter(sent, letter).decode())
     async with event_queue(moto_endpoint, queues) as queue:
         (redriven,) = await receive(queue)
         assert (redriven.request_id, redriven.attempts) == (sent.request_id, 0)
         assert redriven.enqueued_at > sent.enqueued_at
+        assert redriven.payload == sent.payload
         await queue.delete(redriven)
-
-
-async def test_closing_gives_unsettled_events_back_at_once(
-    sqs: Any, moto_endpoint: str, queues: tuple[str, str]
-) -> None:
-    async with event_queue(moto_endpoint, queues, visibility_timeout=600) as first:
-        await first.put(event(1))
-        (got,) = await receive(first)
-    async with event_queue(moto_endpoint, queues) as second:
-        (again,) = await receive(second)  # not after 600 s: released when the first closed
-        assert again.request_id == got.request_id
-        await second.delete(again)
-
-
-async def test_an_app_runs_events_and_dead_letters_failures_after_retries(
-    sqs: Any, moto_endpoint: str, queues: tuple[str, str]
-) -> None:
-    app = App("shared", event_queue=event_queue(moto_endpoint, queues), async_time_scale=SCALE)
-    ran: list[Any] = []
-    attempts: list[float] = []
-
-    @app.function()
-    async def works(event: Any, context: Context) -> None:
-        ran.append(event)
-
-    @app.function()
-    async def fails(event: Any, context: Context) -> None:
-        attempts.append(time.monotonic())
-        raise ValueError(f"no {event['n']}")
-
-    async with app.running():
-        await app.invoke_async("works", {"n": 1})
-        request_id = await app.invoke_async("fails", {"n": 2})
-        (message,) = await messages(sqs, queues[1], 1)
-        await wait_until(lambda: ran == [{"n": 1}])
-    await wait_empty(sqs, queues[0])
-    assert len(attempts) == 3
-    assert attempts[1] - attempts[0] >= 60 * SCALE
-    assert attempts[2] - attempts[1] >= 120 * SCALE
-    body = orjson.loads(message["Body"])
-    assert (body["requestId"], body["function"], body["attempts"]) == (request_id, "fails", 3)
-    assert body["record"]["requestContext"]["condition"] == "RetriesExhausted"
-    assert body["record"]["responsePayload"]["errorMessage"] == "no 2"
-    assert message["MessageAttributes"]["ErrorMessage"]["StringValue"] == "no 2"
-    assert app.metrics.dead_letters.labels("fails", "RetriesExhausted").value == 1
-
-
-async def test_two_workers_share_the_queue_and_run_each_event_once(
-    sqs: Any, moto_endpoint: str, queues: tuple[str, str]
-) -> None:
-    ran: list[tuple[str, int]] = []
-    both = asyncio.Event()
-
-    def worker(name: str) -> App:
-        queue = event_queue(moto_endpoint, queues)
-        app = App(name, event_queue=queue, async_time_scale=SCALE, async_max_in_flight=3)
-
-        @app.function()
-        async def work(event: Any, context: Context) -> None:
-            ran.append((name, event["n"]))
-            if {worker for worker, _ in ran} == {"a", "b"}:
-                both.set()
-            async with asyncio.timeout(DEADLINE):  # neither may take everything alone
-                await both.wait()
-
-        return app
-
-    a, b = worker("a"), worker("b")
-    async with a.running(), b.running():
-        await asyncio.gather(
-            *(a.invoker.submit("work", None, orjson.dumps({"n": n}), str(n)) for n in range(40))
-        )
-        await wait_until(lambda: len(ran) >= 40, DEADLINE)
-        await wait_empty(sqs, queues[0])
-    assert sorted(n for _, n in ran) == list(range(40))
-    assert {name for name, _ in ran} == {"a", "b"}
-
-
-async def test_malformed_messages_are_dead_lettered_once_and_the_rest_run(
-    sqs: Any, moto_endpoint: str, queues: tuple[str, str], caplog: pytest.LogCaptureFixture
-) -> None:
-    url, dead = queues
-    app = App("shared", event_queue=event_queue(moto_endpoint, queues), async_time_scale=SCALE)
-    ran: list[Any] = []
-
-    @app.function()
-    async def f(event: Any, context: Context) -> None:
-        ran.append(event)
-
-    bodies = ["not json", '{"requestId": 1}', encode(event(1)).decode(), "[]"]
-    for body in bodies:
-        await sqs.send_message(QueueUrl=url, MessageBody=body)
-    with caplog.at_level(logging.ERROR, logger="streamfn.async.sqs"):
-        async with app.running():
-            buried = await messages(sqs, dead, 3)
-            await wait_until(lambda: ran == [{"n": 1}])
-        await wait_empty(sqs, url)
-    assert sorted(m["Body"] for m in buried) == sorted([bodies[0], bodies[1], bodies[3]])
-    reasons = sorted(m["MessageAttributes"]["ErrorMessage"]["StringValue"] for m in buried)
-    assert reasons[:2] == [
-        "malformed event: a JSON list, not an object",
-        "malformed event: field 'requestId' is 1",
-    ]
-    assert reasons[2].startswith("malformed event: not JSON (")
-    logged = [r for r in caplog.records if r.name == "streamfn.async.sqs"]
-    assert len(logged) == 3
-    assert all("moved to the dead-letter queue" in r.getMessage() for r in logged)
 
 
 async def test_the_redrive_policy_target_is_the_default_dead_letter_queue(

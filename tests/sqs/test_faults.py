@@ -15,8 +15,9 @@ import pytest
 
 from streamfn import App, Context
 from streamfn.connectors.sqs import SQSSource
+from streamfn.testing import wait_until
 
-from . import create_queue, send, sqs_client, wait_empty, wait_until
+from . import create_queue, send, sqs_client, wait_empty
 
 CRASH_APP = Path(__file__).parent / "apps" / "crash_app.py"
 

@@ -12,8 +12,9 @@ import pytest
 
 from streamfn import App, Batch, Context
 from streamfn.connectors.sqs import SQSSource
+from streamfn.testing import wait_until
 
-from . import create_queue, send, sqs_client, wait_empty, wait_until
+from . import create_queue, send, sqs_client, wait_empty
 
 
 @pytest.fixture

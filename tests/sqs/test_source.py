@@ -20,9 +20,10 @@ import pytest
 from streamfn import App, Batch, BatchResult, ConfigError, Context, SourceError
 from streamfn.connectors.sqs import SQSDestination, SQSSource
 from streamfn.connectors.sqs._client import call_by_ten as _call_by_ten
+from streamfn.testing import wait_until
 from streamfn.testing.servers import free_port, wait_for_port
 
-from . import create_queue, failure_of, send, sqs_client, wait_empty, wait_until
+from . import create_queue, failure_of, send, sqs_client, wait_empty
 
 REPORT = ["ReportBatchItemFailures"]
 
