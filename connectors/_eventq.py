@@ -8,6 +8,9 @@ invoker::
     {"requestId": "...", "function": "orders", "qualifier": null, "payload": "{\\"n\\": 1}",
      "enqueuedAt": 1767225600.125, "attempts": 1, "throttles": 0, "dueAt": 1767225660.125}
 
+plus ``traceparent``, the W3C trace context of the request that queued it, when tracing was on.
+A message without it reads as an event without one, and a worker that predates it ignores it.
+
 A dead letter is the same object plus ``failedAt``, ``condition`` and ``record`` (Lambda's
 invocation record). Such a message put back on the event queue (SQS's dead-letter redrive,
 or a copy from the dead-letter topic) starts over, as ``streamfn dlq redrive`` does: no
@@ -43,7 +46,7 @@ class MalformedEvent(ValueError):
 
 def _fields(event: QueuedEvent) -> dict[str, Any]:
     assert event.payload is not None
-    return {
+    fields: dict[str, Any] = {
         "requestId": event.request_id,
         "function": event.function,
         "qualifier": event.qualifier,
@@ -53,6 +56,9 @@ def _fields(event: QueuedEvent) -> dict[str, Any]:
         "throttles": event.throttles,
         "dueAt": event.due_at,
     }
+    if event.trace is not None:
+        fields["traceparent"] = event.trace
+    return fields
 
 
 def encode(event: QueuedEvent) -> bytes:
@@ -99,6 +105,9 @@ def decode(data: bytes | None, cls: type[E]) -> E:
             raise MalformedEvent(f"field {name!r} is {value!r}")
         values.append(value)
     request_id, function, qualifier, payload, enqueued_at, attempts, throttles, due_at = values
+    trace = obj.get("traceparent")
+    if trace is not None and not isinstance(trace, str):
+        raise MalformedEvent(f"field 'traceparent' is {trace!r}")
     if "condition" in obj:  # a dead letter moved back: it starts over
         enqueued_at = due_at = time.time()
         attempts = throttles = 0
@@ -111,6 +120,7 @@ def decode(data: bytes | None, cls: type[E]) -> E:
         attempts,
         throttles,
         float(due_at),
+        trace,
     )
 
 

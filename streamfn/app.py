@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from . import tracing
 from .asyncq import EventQueue, MemoryEventQueue, SQLiteEventQueue
 from .config import (
     FUNCTION_SETTINGS,
@@ -32,6 +33,7 @@ from .context import ClientContext
 from .destinations import Destination, FunctionDestination
 from .dispatch import Concurrency, Function, InvocationResult
 from .errors import ConfigError, FunctionNotFound, InvocationError
+from .health import DEFAULT_STUCK_AFTER, Health
 from .invoke_async import AsyncInvoker
 from .mapping import Mapping
 from .metrics import AppMetrics
@@ -51,6 +53,8 @@ class App:
     ``async_time_scale`` shrinks the async retry delays, throttle backoff and maximum event age
     alike (for tests). ``access_keys`` maps access key ids to secret keys for function URLs with
     ``AWS_IAM`` auth. ``routing_seed`` seeds the weighted alias routing, for reproducible runs.
+    ``stuck_after`` is the seconds without progress after which a partition with records in
+    flight fails liveness (``/health``; :mod:`streamfn.health` says what counts).
     """
 
     def __init__(
@@ -67,6 +71,7 @@ class App:
         async_shutdown_timeout: float = 30.0,
         access_keys: MappingType[str, str] | None = None,
         routing_seed: int | None = None,
+        stuck_after: float = DEFAULT_STUCK_AFTER,
     ) -> None:
         if not 0 < async_time_scale <= 1:
             raise ConfigError.out_of_range(
@@ -78,6 +83,7 @@ class App:
         self.functions: dict[str, Function] = {}  # name -> $LATEST
         self.versions: dict[str, Versions] = {}
         self.mappings: list[Mapping] = []
+        self.health = Health(self.mappings, stuck_after)
         self.metrics = AppMetrics()
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.event_queue = event_queue
@@ -93,6 +99,7 @@ class App:
         self._concurrency: dict[str, tuple[Concurrency, bool]] = {}  # name -> (pool, explicit)
         self._queue: EventQueue | None = None
         self._add_gauges()
+        self.metrics.add_mappings(self.mappings)
 
     def function(self, name: str | None = None, **settings: Any) -> Callable[[H], H]:
         """Register a handler ``(event, context)`` as a function, invocable over the Invoke API.
@@ -363,7 +370,9 @@ class App:
         """Run every mapping, the asynchronous invoker and the given servers for the duration of
         the block; on exit, stop the servers, drain partitions and commit, then give in-flight
         asynchronous invocations their grace period. A server is
-        ``async def serve(app, stop_event)``."""
+        ``async def serve(app, stop_event)``. Whether to trace is decided here, before any
+        invocation (:func:`streamfn.tracing.start`)."""
+        tracing.start()
         self._bind()
         self._queue = self._event_queue()
         invoker = AsyncInvoker(

@@ -53,6 +53,9 @@ class QueuedEvent:
     attempts: int = 0
     throttles: int = 0
     due_at: float = 0.0  # epoch seconds
+    #: The W3C traceparent of the request that queued it, so its runs join that trace
+    #: (:mod:`streamfn.tracing`); None when tracing was off.
+    trace: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,8 @@ _SCHEMA = (
         enqueued_at REAL NOT NULL,
         attempts INTEGER NOT NULL,
         throttles INTEGER NOT NULL,
-        due_at REAL NOT NULL)""",
+        due_at REAL NOT NULL,
+        trace TEXT)""",
     """CREATE TABLE IF NOT EXISTS dead_letters (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
@@ -215,7 +219,7 @@ _SCHEMA = (
 )
 _INSERT = (
     "INSERT INTO events (id, function, qualifier, payload, enqueued_at, attempts, throttles,"
-    " due_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " due_at, trace) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE = "UPDATE events SET attempts = ?, throttles = ?, due_at = ? WHERE id = ?"
 _DELETE = "DELETE FROM events WHERE id = ?"
@@ -224,7 +228,7 @@ _BURY = (
     " failed_at, condition, record) SELECT id, function, qualifier, payload, enqueued_at, ?, ?,"
     " ?, ? FROM events WHERE id = ?"
 )
-_COLUMNS = "seq, id, function, qualifier, enqueued_at, attempts, throttles, due_at"
+_COLUMNS = "seq, id, function, qualifier, enqueued_at, attempts, throttles, due_at, trace"
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -234,6 +238,16 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     for statement in _SCHEMA:
         conn.execute(statement)
+    return conn
+
+
+def _connect_queue(path: Path) -> sqlite3.Connection:
+    """:func:`connect`, for the worker that holds the state directory: a file written before
+    events kept their trace context gains the column, and its events read back without one.
+    Only the lock holder alters the table, so two processes never race to."""
+    conn = connect(path)
+    if "trace" not in {row[1] for row in conn.execute("PRAGMA table_info(events)")}:
+        conn.execute("ALTER TABLE events ADD COLUMN trace TEXT")
     return conn
 
 
@@ -318,7 +332,9 @@ class SQLiteEventQueue(_Scheduler):
         self._db = ThreadPoolExecutor(1, thread_name_prefix="streamfn-asyncq")
         try:
             loop = asyncio.get_running_loop()
-            self._conn = await loop.run_in_executor(self._db, connect, self.state_dir / DB_NAME)
+            self._conn = await loop.run_in_executor(
+                self._db, _connect_queue, self.state_dir / DB_NAME
+            )
             await self._poll()
         except BaseException:
             await self._release()
@@ -360,12 +376,13 @@ class SQLiteEventQueue(_Scheduler):
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq", (self._watermark,)
         )
-        for seq, request_id, function, qualifier, enqueued_at, attempts, throttles, due in rows:
+        for row in rows:
+            seq, request_id, function, qualifier, enqueued_at, attempts, throttles, due, trace = row
             self._watermark = max(self._watermark, seq)
             if request_id in self._known:
                 continue
             event = QueuedEvent(
-                request_id, function, qualifier, None, enqueued_at, attempts, throttles, due
+                request_id, function, qualifier, None, enqueued_at, attempts, throttles, due, trace
             )
             self._known[request_id] = event
             self._schedule(event)
@@ -395,6 +412,7 @@ class SQLiteEventQueue(_Scheduler):
                         event.attempts,
                         event.throttles,
                         event.due_at,
+                        event.trace,
                     ),
                 )
             )

@@ -70,15 +70,16 @@ def load_app(target: str) -> App:
     return app
 
 
-def _http_server(host: str, port: int) -> Callable[..., Any]:
+def _http_server(host: str, port: int, *, operational_only: bool = False) -> Callable[..., Any]:
     try:
         http = importlib.import_module("streamfn.connectors.http")
     except ImportError as exc:
+        instead = "or drop --metrics-port" if operational_only else "or pass --no-http"
         raise ConfigError(
             f"the HTTP adapter needs the 'http' extra (pip install 'streamfn[http]'), "
-            f"or pass --no-http: {exc}"
+            f"{instead}: {exc}"
         ) from exc
-    return functools.partial(http.serve, host=host, port=port)
+    return functools.partial(http.serve, host=host, port=port, operational_only=operational_only)
 
 
 def _port(value: str) -> int:
@@ -93,6 +94,12 @@ def _positive(value: str) -> float:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value} must be >= 0")
     return number
+
+
+def _log_format(value: str) -> str:
+    if value not in logs.FORMATS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(logs.FORMATS)}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,7 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("STREAMFN_PORT", "9000"),
         help="HTTP port (default 9000, env STREAMFN_PORT)",
     )
-    run.add_argument("--no-http", action="store_true", help="do not serve the Invoke API")
+    run.add_argument(
+        "--no-http",
+        action="store_true",
+        help="do not serve the Invoke API (--metrics-port still serves /health, /ready, /metrics)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=os.environ.get("STREAMFN_METRICS_PORT"),
+        help="also serve only /health, /ready and /metrics on this port of --host (env "
+        "STREAMFN_METRICS_PORT; default: none, as --port serves them unless --no-http)",
+    )
+    run.add_argument(
+        "--stuck-after",
+        type=_positive,
+        default=os.environ.get("STREAMFN_STUCK_AFTER"),
+        help="seconds a partition may hold records without progress before /health fails "
+        "(env STREAMFN_STUCK_AFTER; default: the App's stuck_after, 300)",
+    )
     run.add_argument(
         "--state-dir",
         default=os.environ.get("STREAMFN_STATE_DIR"),
@@ -125,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default=os.environ.get("STREAMFN_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
+    )
+    run.add_argument(
+        "--log-format",
+        type=_log_format,
+        default=os.environ.get("STREAMFN_LOG_FORMAT", "json"),
+        help="json: Lambda's JSON log keys, one object per line (default); text: for a terminal "
+        "(env STREAMFN_LOG_FORMAT)",
     )
     run.add_argument(
         "--shutdown-timeout",
@@ -148,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure(getattr(args, "log_level", "info"))
+    logs.configure(getattr(args, "log_level", "info"), getattr(args, "log_format", "json"))
     try:
         if args.command == "run":
             return _run(args)
@@ -251,7 +283,13 @@ def _run(args: argparse.Namespace) -> int:
         app.state_dir = Path(args.state_dir)
     elif app.state_dir is None and app.event_queue is None and not args.no_http:
         app.state_dir = Path(DEFAULT_STATE_DIR)
+    if args.stuck_after is not None:
+        app.health.stuck_after = args.stuck_after
     servers = [] if args.no_http else [_http_server(args.host, args.port)]
+    if args.metrics_port is not None:
+        if not args.no_http and args.metrics_port == args.port != 0:
+            raise ConfigError(f"--metrics-port {args.port} is --port: choose another, or omit it")
+        servers.append(_http_server(args.host, args.metrics_port, operational_only=True))
     log.info(
         "starting",
         extra={

@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from . import tracing
 from .config import FunctionConfig
 from .context import ClientContext, Context, FunctionInfo
 from .destinations import iso_timestamp
@@ -367,7 +368,8 @@ class Function:
     async def call(self, event: Any, ctx: Context) -> Any:
         """Call the handler under the function timeout, holding (then releasing) the concurrency
         slot the caller took, and return its value. A handler error or timeout raises
-        FunctionError with Lambda's error object; only cancellation propagates as itself."""
+        FunctionError with Lambda's error object; only cancellation propagates as itself. With
+        tracing on, the invocation's span is current while the handler runs."""
         request_id = ctx.aws_request_id
         concurrency = self.concurrency
         watchdog = self._watchdog
@@ -375,6 +377,8 @@ class Function:
         token = (
             None if current_request_id.get() == request_id else current_request_id.set(request_id)
         )
+        traced = tracing.invocation(self.info, ctx) if tracing.enabled else None
+        error: dict[str, Any] | None = None
         concurrency.running += 1
         loop = get_running_loop()
         task = current_task(loop)
@@ -392,10 +396,12 @@ class Function:
             if not watchdog.timed_out(ctx):
                 raise
             self._errors.inc()
-            raise FunctionError(timeout_object(self.timeout, request_id)) from None
+            error = timeout_object(self.timeout, request_id)
+            raise FunctionError(error) from None
         except Exception as exc:
             self._errors.inc()
-            raise FunctionError(error_object(exc, request_id)) from None
+            error = error_object(exc, request_id)
+            raise FunctionError(error) from None
         finally:
             # The context was made as the invocation started: its deadline says when.
             self._duration.observe(time.monotonic() - ctx.deadline + self.timeout)
@@ -407,3 +413,5 @@ class Function:
                 concurrency.release()
             if token is not None:
                 current_request_id.reset(token)
+            if traced is not None:
+                traced.end(error)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from . import tracing
 from .asyncq import DeadLetter, EventQueue, QueuedEvent
 from .backoff import retry_delay
 from .destinations import Destination, iso_timestamp
@@ -112,9 +113,13 @@ class AsyncInvoker:
     async def submit(
         self, function: str, qualifier: str | None, payload: bytes, request_id: str
     ) -> None:
-        """Queue an accepted event; returns once the queue has made it durable."""
+        """Queue an accepted event; returns once the queue has made it durable. It keeps the
+        current trace context, the request's, for its runs."""
         now = time.time()
-        await self.queue.put(QueuedEvent(request_id, function, qualifier, payload, now, due_at=now))
+        event = QueuedEvent(
+            request_id, function, qualifier, payload, now, due_at=now, trace=tracing.traceparent()
+        )
+        await self.queue.put(event)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[AsyncInvoker]:
@@ -157,7 +162,8 @@ class AsyncInvoker:
 
     async def _process(self, event: QueuedEvent) -> None:
         try:
-            await self._attempt(event)
+            with tracing.resume(event.trace):
+                await self._attempt(event)
         except Exception:
             log.exception(
                 "async invocation crashed; retrying later",

@@ -1,5 +1,7 @@
 """An event source mapping: a source, a function and the settings that join them. It answers
-the source's assignment changes by starting and stopping a PartitionRunner per partition."""
+the source's assignment changes by starting and stopping a PartitionRunner per partition, and
+owns what is observed of it: its stats (read by ``/metrics`` and the health checks) and its
+failure log."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from collections.abc import Collection
 from .config import MappingConfig
 from .destinations import Destination
 from .dispatch import Function
-from .errors import ConfigError
+from .errors import ConfigError, SourceError
+from .failures import FailureLog
 from .filters import FilterCriteria
 from .outcome import QueueOutcome, StreamOutcome
 from .poller import PartitionRunner
 from .source import QueueSource, Source
+from .stats import MappingStats
 from .windows import WindowedOutcome
 
 log = logging.getLogger("streamfn.mapping")
@@ -57,15 +61,23 @@ class Mapping:
             if config.filter_criteria is not None
             else None
         )
+        #: (function, mapping) labels of its metrics and log lines: the mapping is named by its
+        #: source, a bounded string
+        self.labels = (function.name, source.describe())
+        self.stats = MappingStats()
+        #: its failure lines; ``failures.interval`` is the summary interval
+        self.failures = FailureLog(*self.labels)
         max_retries = self.config.maximum_retry_attempts
         if source.kind == "kafka" and max_retries == -1 and on_failure is not None:
             max_retries = KAFKA_RETRY_CAP
         self.outcome: StreamOutcome | QueueOutcome
         if isinstance(source, QueueSource):
-            self.outcome = QueueOutcome(function, source, self.config)
+            self.outcome = QueueOutcome(function, source, self.config, self.stats, self.failures)
         else:
             policy = WindowedOutcome if self.config.tumbling_window > 0 else StreamOutcome
-            self.outcome = policy(function, source, self.config, on_failure, max_retries)
+            self.outcome = policy(
+                function, source, self.config, on_failure, max_retries, self.stats, self.failures
+            )
         self.runners: dict[str, tuple[PartitionRunner, asyncio.Task[None]]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
@@ -73,13 +85,19 @@ class Mapping:
     def describe(self) -> str:
         return f"{self.source.describe()} -> {self.function.name}"
 
+    def _extra(self, **fields: object) -> dict[str, object]:
+        function, mapping = self.labels
+        return {"function": function, "mapping": mapping, **fields}
+
     async def run(self) -> None:
-        """Run until :meth:`stop`; then drain every partition and close the source."""
+        """Run until :meth:`stop`; then drain every partition and close the source. A
+        :class:`~streamfn.errors.SourceError` stops the mapping for good: it is logged, kept in
+        ``stats.fatal`` and raised."""
         if not self.config.enabled:
-            log.info("mapping disabled", extra={"mapping": self.describe()})
+            log.info("mapping disabled", extra=self._extra())
             await self._stopping.wait()
             return
-        log.info("mapping started", extra={"mapping": self.describe()})
+        log.info("mapping started", extra=self._extra())
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -87,27 +105,48 @@ class Mapping:
                 await self._stopping.wait()
                 await self.revoked(list(self.runners))
                 source_task.cancel()
+        except* SourceError as group:
+            error: BaseException = group
+            while isinstance(error, BaseExceptionGroup):  # a runner's own task group nests it
+                error = error.exceptions[0]
+            self.stats.fatal = f"{type(error).__name__}: {error}"
+            log.error(
+                f"source failed; the mapping stops: {self.stats.fatal}",
+                extra=self._extra(errorType=type(error).__name__, errorMessage=str(error)),
+            )
+            for partition in self.runners:
+                self.failures.closed(partition)
+            raise
         finally:
             close = getattr(self.on_failure, "close", None)
             if close is not None:  # destinations that hold a client (Kafka, SQS) release it
                 await close()
-        log.info("mapping stopped", extra={"mapping": self.describe()})
+        log.info("mapping stopped", extra=self._extra())
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def assigned(self, partitions: Collection[str]) -> None:
         assert self._tg is not None, "assigned() called outside run()"
+        self.stats.assignments += 1
+        started = []
         for partition in partitions:
             if partition in self.runners or self._stopping.is_set():
                 continue
-            runner = PartitionRunner(partition, self.source, self.outcome, self.config, self.filter)
-            self.runners[partition] = (runner, self._tg.create_task(runner.run()))
-        if partitions:
-            log.info(
-                "partitions assigned",
-                extra={"mapping": self.describe(), "partitions": sorted(partitions)},
+            runner = PartitionRunner(
+                partition,
+                self.source,
+                self.outcome,
+                self.config,
+                self.filter,
+                stats=self.stats.partition(partition),
+                failures=self.failures,
             )
+            self.runners[partition] = (runner, self._tg.create_task(runner.run()))
+            started.append(partition)
+        if started:
+            self.stats.assigned += len(started)
+            self._rebalanced("assigned", started)
 
     async def revoked(self, partitions: Collection[str]) -> None:
         stopping = [self.runners.pop(p) for p in partitions if p in self.runners]
@@ -116,7 +155,12 @@ class Mapping:
         timeout = self.config.shutdown_timeout
         await asyncio.gather(*(runner.stop(timeout) for runner, _ in stopping))
         await asyncio.wait([task for _, task in stopping])
+        self.stats.revoked += len(stopping)
+        self._rebalanced("revoked", [runner.partition for runner, _ in stopping])
+
+    def _rebalanced(self, what: str, partitions: list[str]) -> None:
+        """One line per assignment change: which partitions, and what this worker owns now."""
         log.info(
-            "partitions released",
-            extra={"mapping": self.describe(), "partitions": sorted(partitions)},
+            f"partitions {what}",
+            extra=self._extra(partitions=sorted(partitions), owned=len(self.runners)),
         )

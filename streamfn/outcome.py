@@ -8,6 +8,10 @@ stopping, and then nothing of the batch may be committed.
 
 Queues (:class:`QueueOutcome`): one invocation, then the source deletes what succeeded and
 releases what failed; retrying is the queue's redelivery, as with Lambda's SQS mappings.
+
+Both count what they do in the partition's stats once per invocation, and report every failure
+(with what happens next) to the mapping's :class:`~streamfn.failures.FailureLog`, which writes
+it or folds it into a summary. A successful batch costs a few integer additions.
 """
 
 from __future__ import annotations
@@ -15,22 +19,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import tracing
 from .backoff import retry_delay
 from .config import MappingConfig
 from .destinations import Destination, failure_record
 from .dispatch import Function, InvocationResult
+from .failures import FailureLog
 from .record import Batch, BatchResult, Record, is_partial_response
 from .source import QueueSource, Source
-
-log = logging.getLogger("streamfn.outcome")
+from .stats import MappingStats, PartitionStats
 
 RETRIES_EXHAUSTED = "RetryAttemptsExhausted"
 RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
 PAYLOAD_TOO_LARGE = "MaximumPayloadSizeExceeded"
+
+#: The errorType of a handler cut by its timeout (:func:`streamfn.dispatch.timeout_object`).
+TIMED_OUT = "Sandbox.Timedout"
+#: errorTypes of the failure lines for answers that are not errors of the handler: a valid
+#: partial batch response, and one the engine cannot honour (the whole batch fails, as on AWS).
+ITEM_FAILURES = "BatchItemFailures"
+INVALID_RESPONSE = "InvalidBatchResponse"
+
+Failure = tuple[int, dict[str, Any]]
+
+
+class Abandoned(Exception):
+    """The partition stopped while this batch was still unsettled."""
+
+
+class _InvalidResponse(Exception):
+    """A partial batch response names no record the engine can find; the message says why."""
+
+
+def response_error(error_type: str, message: str) -> dict[str, Any]:
+    """An error object, shaped like Lambda's, for a response the engine counts as a failure."""
+    return {"errorType": error_type, "errorMessage": message}
 
 
 def _offset(source: Source | QueueSource, partition: str, failure: Any) -> int:
@@ -44,11 +72,111 @@ def _offset(source: Source | QueueSource, partition: str, failure: Any) -> int:
     return source.identify(partition, failure)
 
 
-class Abandoned(Exception):
-    """The partition stopped while this batch was still unsettled."""
+def _failed_offsets(
+    source: Source | QueueSource, partition: str, value: BatchResult | Mapping[str, Any]
+) -> list[int] | None:
+    """The offsets a partial batch response names, None when it names none (a success); raises
+    :class:`_InvalidResponse` for a response the engine cannot honour."""
+    if isinstance(value, BatchResult):
+        failures: Sequence[Any] = value.failures
+    else:
+        listed = value.get("batchItemFailures")
+        if listed is None:
+            return None
+        if not isinstance(listed, list):
+            raise _InvalidResponse(f"batchItemFailures is a {type(listed).__name__}, not a list")
+        failures = listed
+    offsets = []
+    for failure in failures:
+        try:
+            offsets.append(_offset(source, partition, failure))
+        except KeyError:
+            raise _InvalidResponse(f"{failure!r} has no itemIdentifier") from None
+        except (ValueError, TypeError) as exc:
+            raise _InvalidResponse(f"invalid itemIdentifier in {failure!r}: {exc}") from None
+    return offsets or None
 
 
-class StreamOutcome:
+def _records(n: int) -> str:
+    return "1 record" if n == 1 else f"{n} records"
+
+
+def _error_fields(error: dict[str, Any] | None) -> dict[str, Any]:
+    if error is None:
+        return {}
+    return {"errorType": error["errorType"], "errorMessage": error["errorMessage"]}
+
+
+class _Policy:
+    """What both outcome policies share: the invocation counts and the failure line."""
+
+    def __init__(
+        self,
+        function: Function,
+        config: MappingConfig,
+        stats: MappingStats,
+        failures: FailureLog,
+    ) -> None:
+        self.function = function
+        self.config = config
+        self.lambda_format = config.event_format == "lambda"
+        self.report_failures = config.report_batch_item_failures
+        self.stats = stats
+        self.batch_sizes = stats.batch_sizes
+        self.failures = failures
+
+    def _count(self, stats: PartitionStats, records: int) -> None:
+        """One invocation of ``records`` records."""
+        stats.invocations += 1
+        stats.invoked += records
+        sizes = self.batch_sizes
+        sizes[records] = sizes.get(records, 0) + 1
+
+    def _batch_fields(self, batch: Sequence[Record]) -> dict[str, Any]:
+        """The batch as a failure line names it."""
+        if not batch:
+            return {"records": 0}
+        return {
+            "firstOffset": batch[0].offset,
+            "lastOffset": batch[-1].offset,
+            "records": len(batch),
+        }
+
+    def _report(
+        self,
+        partition: str,
+        batch: Sequence[Record],
+        request_id: str,
+        error: dict[str, Any],
+        attempt: int | None,
+        then: str,
+        what: str = "invocation",
+    ) -> None:
+        """The failure line of one failed invocation; ``then`` says what happens next."""
+        error_type = error["errorType"]
+        if error_type == TIMED_OUT:
+            head = f"{what} timed out after {self.function.timeout:.2f} s"
+        else:
+            head = f"{what} failed: {error_type}: {error['errorMessage']}"
+        fields = {
+            **_error_fields(error),
+            "requestId": request_id,
+            **self._batch_fields(batch),
+            "next": then,
+        }
+        if attempt is not None:
+            fields["attempt"] = attempt
+        self.failures.report(
+            partition,
+            "invocation",
+            logging.ERROR,
+            f"{head}; {then}",
+            fields,
+            error.get("stackTrace"),
+        )
+
+
+class StreamOutcome(_Policy):
     """The stream outcome policy of one event source mapping."""
 
     def __init__(
@@ -58,20 +186,28 @@ class StreamOutcome:
         config: MappingConfig,
         on_failure: Destination | None,
         max_retries: int,
+        stats: MappingStats,
+        failures: FailureLog,
     ) -> None:
-        self.function = function
+        super().__init__(function, config, stats, failures)
         self.source = source
-        self.config = config
         self.on_failure = on_failure
         self.max_retries = max_retries
-        self.lambda_format = config.event_format == "lambda"
-        self.report_failures = config.report_batch_item_failures
         self.bisect = config.bisect_batch_on_function_error
         self.max_age = config.maximum_record_age
-        self.invocations = 0
-        self.errors = 0
+
+    @property
+    def errors(self) -> int:
+        """Failed invocations, over every partition."""
+        return sum(p.failed_invocations for p in self.stats.partitions.values())
 
     async def settle(self, partition: str, records: list[Record], stop: asyncio.Event) -> None:
+        """Settle ``records`` under their batch span: every attempt and what is given up on."""
+        with tracing.batch(self.source, partition, records):
+            await self._settle(partition, records, stop)
+
+    async def _settle(self, partition: str, records: list[Record], stop: asyncio.Event) -> None:
+        stats = self.stats.partition(partition)
         pending: list[tuple[list[Record], int, int]] = [
             (records, 0, 0)
         ]  # (records, retries, invokes)
@@ -83,22 +219,37 @@ class StreamOutcome:
                     continue
             result = await self._invoke(partition, batch)
             invokes += 1
-            failed_at = self._failed_index(partition, batch, result)
-            if failed_at is None:
+            self._count(stats, len(batch))
+            failure = self._failure(partition, batch, result)
+            if failure is None:
                 continue
-            self.errors += 1
+            stats.failed_invocations += 1
+            failed_at, error = failure
+            invoked = batch
             if failed_at >= 0:  # a partial response: the records before the lowest failure are done
                 batch = batch[failed_at:]
             elif self.bisect and len(batch) > 1:  # splitting does not consume the retry quota
                 mid = len(batch) // 2
+                then = f"bisect into {mid} + {len(batch) - mid} records"
+                self._report(partition, invoked, result.request_id, error, invokes, then)
+                stats.bisects += 1
                 pending.append((batch[mid:], retries, invokes))
                 pending.append((batch[:mid], retries, invokes))
                 continue
             if self.max_retries != -1 and retries >= self.max_retries:
-                await self._give_up(partition, batch, RETRIES_EXHAUSTED, invokes, result, stop)
+                then = self._giving_up()
+                self._report(partition, invoked, result.request_id, error, invokes, then)
+                await self._give_up(
+                    partition, batch, RETRIES_EXHAUSTED, invokes, result, stop, error
+                )
                 continue
             delay = retry_delay(retries, self.config.retry_base_delay, self.config.retry_max_delay)
+            then = f"retry in {delay:.3g} s"
+            if failed_at > 0:
+                then = f"retry from offset {batch[0].offset} in {delay:.3g} s"
+            self._report(partition, invoked, result.request_id, error, invokes, then)
             await self._pause(delay, stop)
+            stats.retries += 1
             pending.append((batch, retries + 1, invokes))
 
     async def reject_oversized(self, partition: str, record: Record, stop: asyncio.Event) -> None:
@@ -111,37 +262,37 @@ class StreamOutcome:
             if self.lambda_format
             else Batch(batch, partition, self.source.kind)
         )
-        self.invocations += 1
         return await self.function.invoke(event)
 
-    def _failed_index(
+    def _failure(
         self, partition: str, batch: list[Record], result: InvocationResult
-    ) -> int | None:
-        """None when the batch succeeded, -1 when it failed as a whole, else the index of the
-        lowest failed record of a partial batch response."""
+    ) -> Failure | None:
+        """None when the batch succeeded; else the index of its lowest failed record (-1 when
+        it failed as a whole) and the error object the failure line reports."""
         if result.error is not None:
-            return -1
+            return -1, result.error
         value = result.value
         if not self.report_failures or not is_partial_response(value):
             return None
-        if isinstance(value, BatchResult):
-            failures: Sequence[Any] = value.failures
-        else:
-            failures = value.get("batchItemFailures")
-            if failures is None:
-                return None
-            if not isinstance(failures, list):
-                return -1
-        if not failures:
-            return None
         try:
-            lowest = min(_offset(self.source, partition, f) for f in failures)
-        except (ValueError, TypeError, KeyError):
-            return -1  # an invalid identifier fails the whole batch, as on AWS
+            offsets = _failed_offsets(self.source, partition, value)
+        except _InvalidResponse as exc:
+            return -1, response_error(INVALID_RESPONSE, f"{exc}; the whole batch failed")
+        if offsets is None:
+            return None
+        lowest = min(offsets)
         for i, rec in enumerate(batch):
             if rec.offset == lowest:
-                return i
-        return -1  # names a record that was not in the batch
+                message = f"{len(offsets)} of {len(batch)} records failed, from offset {lowest}"
+                return i, response_error(ITEM_FAILURES, message)
+        message = f"offset {lowest} is not in the batch; the whole batch failed"
+        return -1, response_error(INVALID_RESPONSE, message)
+
+    def _giving_up(self) -> str:
+        """What happens to a batch out of retries."""
+        if self.on_failure is None:
+            return "discard: no on_failure destination"
+        return f"send to on_failure {self.on_failure.describe()}"
 
     async def _drop_expired(
         self, partition: str, batch: list[Record], invokes: int, stop: asyncio.Event
@@ -164,14 +315,24 @@ class StreamOutcome:
         invokes: int,
         result: InvocationResult | None,
         stop: asyncio.Event,
+        error: dict[str, Any] | None = None,
     ) -> None:
+        """Hand ``batch`` to on_failure (or discard it without one), and say so; ``error`` is
+        the last failure's, when an invocation failed."""
         destination = self.on_failure
+        stats = self.stats.partition(partition)
+        cause = f"{condition}: {error['errorType']}" if error is not None else condition
         if destination is None:
-            log.warning(
-                "discarding records: no on_failure destination",
-                extra={
-                    "function": self.function.name,
+            stats.dropped += len(batch)
+            self.failures.report(
+                partition,
+                "discard",
+                logging.WARNING,
+                f"discarding records: no on_failure destination ({cause})",
+                {
                     "condition": condition,
+                    **_error_fields(error),
+                    **self._batch_fields(batch),
                     "batch": self.source.batch_info(partition, batch)[1],
                 },
             )
@@ -192,10 +353,24 @@ class StreamOutcome:
                     else None
                 ),
             )
-            await self._deliver(destination, record, records[0].key, stop)
+            await self._deliver(partition, destination, record, records[0].key, stop)
+        stats.on_failure += len(batch)
+        self.failures.report(
+            partition,
+            "on_failure",
+            logging.WARNING,
+            f"sent to on_failure {destination.describe()}: {_records(len(batch))} ({cause})",
+            {
+                "destination": destination.describe(),
+                "condition": condition,
+                **_error_fields(error),
+                **self._batch_fields(batch),
+            },
+        )
 
     async def _deliver(
         self,
+        partition: str,
         destination: Destination,
         record: dict[str, Any],
         key: bytes | None,
@@ -209,15 +384,26 @@ class StreamOutcome:
                 await destination.send(record, key=key)
                 return
             except Exception as exc:
-                log.error(
-                    "on_failure destination failed; retrying",
-                    extra={"destination": destination.describe(), "error": repr(exc)},
+                delay = retry_delay(
+                    attempt, self.config.retry_base_delay, self.config.retry_max_delay
                 )
-            await self._pause(
-                retry_delay(attempt, self.config.retry_base_delay, self.config.retry_max_delay),
-                stop,
-            )
-            attempt += 1
+                attempt += 1
+                self.failures.report(
+                    partition,
+                    "destination",
+                    logging.ERROR,
+                    f"on_failure destination {destination.describe()} failed: "
+                    f"{type(exc).__name__}: {exc}; retry in {delay:.3g} s",
+                    {
+                        "destination": destination.describe(),
+                        "errorType": type(exc).__name__,
+                        "errorMessage": str(exc),
+                        "attempt": attempt,
+                        "next": f"retry in {delay:.3g} s",
+                    },
+                    traceback.format_tb(exc.__traceback__),
+                )
+            await self._pause(delay, stop)
 
     @staticmethod
     async def _pause(delay: float, stop: asyncio.Event) -> None:
@@ -232,57 +418,98 @@ class StreamOutcome:
         raise Abandoned
 
 
-class QueueOutcome:
+class QueueOutcome(_Policy):
     """The queue outcome policy of one event source mapping (SQS)."""
 
-    def __init__(self, function: Function, source: QueueSource, config: MappingConfig) -> None:
-        self.function = function
+    def __init__(
+        self,
+        function: Function,
+        source: QueueSource,
+        config: MappingConfig,
+        stats: MappingStats,
+        failures: FailureLog,
+    ) -> None:
+        super().__init__(function, config, stats, failures)
         self.source = source
-        self.lambda_format = config.event_format == "lambda"
-        self.report_failures = config.report_batch_item_failures
-        self.invocations = 0
-        self.errors = 0
 
     async def settle(self, partition: str, records: list[Record], stop: asyncio.Event) -> None:
-        event: Any = (
-            self.source.lambda_event(partition, records)
-            if self.lambda_format
-            else Batch(records, partition, self.source.kind)
-        )
-        self.invocations += 1
-        result = await self.function.invoke(event)
-        failed = self._failed(partition, records, result)
-        if not failed:
+        """Settle ``records`` under their batch span, the source's delete and release included."""
+        with tracing.batch(self.source, partition, records):
+            await self._settle(partition, records, stop)
+
+    async def _settle(self, partition: str, records: list[Record], stop: asyncio.Event) -> None:
+        stats = self.stats.partition(partition)
+        result = await self._invoke(partition, records)
+        self._count(stats, len(records))
+        failure = self._failure(partition, records, result)
+        if failure is None:
             await self.source.settle(partition, records, ())
+            stats.deleted += len(records)
             return
-        self.errors += 1
+        stats.failed_invocations += 1
+        failed, error = failure
         if len(failed) == len(records):
-            await self.source.settle(partition, (), records)
-            return
-        await self.source.settle(
+            done, back = [], records
+        else:
+            done = [r for r in records if r.offset not in failed]
+            back = [r for r in records if r.offset in failed]
+        self._report(
             partition,
-            [r for r in records if r.offset not in failed],
-            [r for r in records if r.offset in failed],
+            records,
+            result.request_id,
+            error,
+            None,
+            f"{_records(len(back))} back to the queue",
         )
+        await self.source.settle(partition, done, back)
+        stats.deleted += len(done)
+        stats.returned += len(back)
 
     async def reject_oversized(self, partition: str, record: Record, stop: asyncio.Event) -> None:
         await self.source.settle(partition, (), [record])
+        self.stats.partition(partition).returned += 1
+        self.failures.report(
+            partition,
+            "oversized",
+            logging.WARNING,
+            f"message of {record.size} bytes is over the payload cap: back to the queue",
+            {"condition": PAYLOAD_TOO_LARGE, **self._batch_fields([record])},
+        )
 
-    def _failed(self, partition: str, records: list[Record], result: InvocationResult) -> set[int]:
-        """Offsets of the failed records; every offset when the batch failed as a whole."""
-        everything = {r.offset for r in records}
+    async def _invoke(self, partition: str, batch: list[Record]) -> InvocationResult:
+        event: Any = (
+            self.source.lambda_event(partition, batch)
+            if self.lambda_format
+            else Batch(batch, partition, self.source.kind)
+        )
+        return await self.function.invoke(event)
+
+    def _batch_fields(self, batch: Sequence[Record]) -> dict[str, Any]:
+        """Queue messages are named by their ids (SQS messageId), not their receive order."""
+        identify = self.source.item_identifier
+        return {"firstId": identify(batch[0]), "lastId": identify(batch[-1]), "records": len(batch)}
+
+    def _failure(
+        self, partition: str, records: list[Record], result: InvocationResult
+    ) -> tuple[set[int], dict[str, Any]] | None:
+        """None when every message succeeded; else the offsets of the failed ones (all of them
+        when the batch failed as a whole) and the error object the failure line reports."""
         if result.error is not None:
-            return everything
+            return {r.offset for r in records}, result.error
         value = result.value
         if not self.report_failures or not is_partial_response(value):
-            return set()
-        failures = value.failures if isinstance(value, BatchResult) else value["batchItemFailures"]
-        if failures is None:
-            return set()
-        if not isinstance(failures, list):
-            return everything
+            return None
         try:
-            failed = {_offset(self.source, partition, f) for f in failures}
-        except (ValueError, TypeError, KeyError):
-            return everything  # an invalid identifier fails the whole batch, as on AWS
-        return failed if failed <= everything else everything
+            offsets = _failed_offsets(self.source, partition, value)
+        except _InvalidResponse as exc:
+            error = response_error(INVALID_RESPONSE, f"{exc}; the whole batch failed")
+            return {r.offset for r in records}, error
+        if offsets is None:
+            return None
+        failed = set(offsets)
+        everything = {r.offset for r in records}
+        if not failed <= everything:
+            message = "batchItemFailures names messages not in the batch; the whole batch failed"
+            return everything, response_error(INVALID_RESPONSE, message)
+        message = f"{len(failed)} of {len(records)} messages failed"
+        return failed, response_error(ITEM_FAILURES, message)

@@ -3,14 +3,17 @@ parallelization_factor > 1), lanes settle batches through the outcome policy, an
 writes the checkpoint back to the source, coalescing commits while one is in flight.
 
 A runner is built from the collaborators it works with (the source, the outcome policy, the
-filter, the settings), not from the mapping that owns them, so the mapping depends on the
-runner and never the other way round."""
+filter, the settings, the partition's stats and the mapping's failure log), not from the mapping
+that owns them, so the mapping depends on the runner and never the other way round. It counts
+per fetch and per batch, never per record."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from typing import Any
 from zlib import crc32
 
 from .backoff import retry_delay
@@ -18,12 +21,12 @@ from .batcher import Lane
 from .checkpoint import Checkpoint, Chunk, Indexes
 from .config import MappingConfig
 from .errors import SourceError
+from .failures import FailureLog
 from .filters import FilterCriteria
 from .outcome import Abandoned, QueueOutcome, StreamOutcome
 from .record import Record
 from .source import QueueSource, Source
-
-log = logging.getLogger("streamfn.poller")
+from .stats import PartitionStats
 
 #: Seconds a fetch may wait for new records before the poller loops; a source may set its own
 #: ``fetch_wait`` attribute (SQS long polls in whole seconds).
@@ -40,13 +43,20 @@ class PartitionRunner:
         outcome: StreamOutcome | QueueOutcome,
         config: MappingConfig,
         filter_criteria: FilterCriteria | None = None,
+        *,
+        stats: PartitionStats,
+        failures: FailureLog,
     ) -> None:
         """``config`` is resolved (the source's default batch size and window filled in); a
-        queue source has no checkpoint, so its runner commits nothing."""
+        queue source has no checkpoint, so its runner commits nothing. ``stats`` may hold the
+        counts of an earlier assignment of the partition: they continue."""
         assert config.batch_size is not None and config.maximum_batching_window is not None
         self.partition = partition
         self.source = source
         self.outcome = outcome
+        self.stats = stats
+        self.failures = failures
+        stats.last_progress = time.monotonic()
         self.payload_limit = config.payload_limit
         self.matches = filter_criteria.matches if filter_criteria is not None else None
         self._stream: Source | None = None
@@ -62,6 +72,8 @@ class PartitionRunner:
         ]
         self.checkpoint = Checkpoint()
         self.committed: Record | None = None
+        # This runner's own count, for backpressure; the stats' count adds up every runner of
+        # the partition, since a revoked one may still be finishing as the next one starts.
         self.inflight = 0
         # Streams keep one batch per lane buffered ahead; queue pollers take only what they can
         # invoke, so one poller does not hoard messages other pollers could run.
@@ -105,19 +117,21 @@ class PartitionRunner:
             self._committer.cancel()
         tasks = [t for t in (self._poller, self._committer, *self._lane_tasks) if t is not None]
         await asyncio.wait(tasks)
+        self.stats.in_flight -= self.inflight  # abandoned: the next owner runs them again
+        self.inflight = 0
         try:
             await self._commit_once()
         except Exception as exc:  # the next owner replays from the last commit: at-least-once
-            log.error(
-                "final commit failed",
-                extra={"partition": self.partition, "error": repr(exc)},
-            )
+            then = "the next owner replays from the last commit"
+            self._failed("commit", exc, then, level=logging.ERROR)
+        self.failures.closed(self.partition)
 
     async def _poll(self) -> None:
         source = self.source
         matches = self.matches
         view = source.filter_view
         checkpoint = self.checkpoint
+        stats = self.stats
         failures = 0
         while True:
             while self.inflight >= self.max_inflight:
@@ -131,15 +145,16 @@ class PartitionRunner:
             except SourceError:
                 raise
             except Exception as exc:  # a transient fetch error: back off, keep the partition
-                log.warning(
-                    "fetch failed; retrying",
-                    extra={"partition": self.partition, "error": repr(exc)},
-                )
-                await asyncio.sleep(retry_delay(failures, 0.1, 10.0))
+                delay = retry_delay(failures, 0.1, 10.0)
                 failures += 1
+                self._failed("fetch", exc, f"retry in {delay:.3g} s", failures)
+                await asyncio.sleep(delay)
                 continue
             if not records:
+                if not self.inflight:  # nothing to do is progress; a stuck batch is not
+                    stats.last_progress = time.monotonic()
                 continue
+            stats.polled += len(records)
             if self.queue:
                 await self._queue_arrived(records)
                 continue
@@ -151,6 +166,7 @@ class PartitionRunner:
             skipped: list[int] = []
             for i, rec in enumerate(records):
                 (keep if matches(view(rec)) else skipped).append(i)
+            stats.filtered += len(skipped)
             chunk = checkpoint.add(records, skipped)
             if keep:
                 self._route(chunk, [records[i] for i in keep], keep)
@@ -171,12 +187,15 @@ class PartitionRunner:
                 (keep if matches(view(rec)) else skipped).append(rec)
             if skipped:
                 await queue.settle(self.partition, skipped, [])
+                self.stats.filtered += len(skipped)
+                self.stats.deleted += len(skipped)
         if keep:
             self._route(Chunk(keep), keep, (0, len(keep)))
 
     def _route(self, chunk: Chunk, records: list[Record], indexes: Indexes) -> None:
         """Hand records to lanes: all to one lane, or by key so one key stays in one lane."""
         self.inflight += len(records)
+        self.stats.in_flight += len(records)
         lanes = self.lanes
         if len(lanes) == 1:
             lanes[0].put(chunk, records, indexes)
@@ -197,6 +216,8 @@ class PartitionRunner:
         outcome = self.outcome
         limit = self.payload_limit
         stop = self._stop
+        stats = self.stats
+        failures = self.failures
         while not stop.is_set():
             lane.busy = False
             records, portions = await lane.next_batch()
@@ -209,6 +230,10 @@ class PartitionRunner:
             except Abandoned:
                 return
             self.inflight -= len(records)
+            stats.in_flight -= len(records)
+            stats.last_progress = time.monotonic()
+            if failures.pending:
+                failures.progressed(self.partition)
             self._room.set()
             if not self.queue and self.checkpoint.settle(portions):
                 self._dirty.set()
@@ -223,13 +248,11 @@ class PartitionRunner:
                 await self._commit_once()
                 failures = 0
             except Exception as exc:
-                log.warning(
-                    "commit failed; retrying",
-                    extra={"partition": self.partition, "error": repr(exc)},
-                )
                 self._dirty.set()
-                await asyncio.sleep(retry_delay(failures, 0.1, 10.0))
+                delay = retry_delay(failures, 0.1, 10.0)
                 failures += 1
+                self._failed("commit", exc, f"retry in {delay:.3g} s", failures)
+                await asyncio.sleep(delay)
 
     async def _commit_once(self) -> None:
         position = self.checkpoint.position
@@ -237,3 +260,26 @@ class PartitionRunner:
             assert self._stream is not None, "a queue source has no checkpoint to commit"
             await self._stream.commit(self.partition, position)
             self.committed = position
+            self.stats.commits += 1
+            self.stats.last_commit = time.time()
+
+    def _failed(
+        self,
+        kind: str,
+        exc: Exception,
+        then: str,
+        attempt: int | None = None,
+        level: int = logging.WARNING,
+    ) -> None:
+        """A fetch or commit error; ``then`` says what happens next."""
+        fields: dict[str, Any] = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+        if attempt is not None:
+            fields["attempt"] = attempt
+        fields["next"] = then
+        self.failures.report(
+            self.partition,
+            kind,
+            level,
+            f"{kind} failed: {type(exc).__name__}: {exc}; {then}",
+            fields,
+        )

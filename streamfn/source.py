@@ -8,7 +8,7 @@ either succeeded or been handed to the on-failure destination.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .config import MappingConfig
@@ -130,3 +130,20 @@ class ReportsGauges(Protocol):
     def gauges(self) -> dict[str, dict[str, float]]:
         """``{gauge: {partition: value}}`` with gauge names from :data:`SOURCE_GAUGES`; a
         source reports what it knows cheaply and leaves out the rest."""
+
+
+@runtime_checkable
+class TracedSource(Protocol):
+    """Optional for a source: what its batch spans say about it, and where its records keep
+    their upstream trace context. Called only while tracing is on: ``trace_attributes`` once a
+    batch, ``trace_carrier`` for its records until :data:`streamfn.tracing.MAX_LINKS` carried a
+    context. Without it, a batch span has ``messaging.system`` from the source's kind and each
+    record's context is read from :attr:`Record.headers <streamfn.record.Record.headers>`."""
+
+    def trace_attributes(self, partition: str) -> Mapping[str, str]:
+        """``messaging.destination.name``, and ``messaging.destination.partition.id`` and
+        ``messaging.consumer.group.name`` where the source has them."""
+
+    def trace_carrier(self, record: Record) -> Mapping[str, str]:
+        """The record's trace headers, names in lower case: ``traceparent`` and
+        ``tracestate`` (W3C), ``x-amzn-trace-id`` (X-Ray)."""

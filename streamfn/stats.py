@@ -2,8 +2,8 @@
 per batch, read at scrape time by ``/metrics`` and by the health checks.
 
 The hot path pays an integer addition per batch, never a label lookup or a lock: a
-:class:`PartitionStats` is created when a partition is assigned and handed to the runner, the
-outcome policy and the failure log of that partition. It outlives the partition's revocation
+:class:`PartitionStats` is created when a partition is first assigned, handed to its runner, and
+found by the outcome policy once per batch. It outlives the partition's revocation
 (counters of a partition that comes back continue), so a scrape never sees a counter go down.
 """
 
@@ -42,21 +42,29 @@ class PartitionStats:
     #: checkpoint commits that the source acknowledged, and when the last one did
     commits: int = 0
     last_commit: float = 0.0
-    #: records fetched and not settled yet (the runner's in-flight count)
+    #: records fetched and not settled yet (the runner's in-flight count; 0 while the
+    #: partition is not assigned to this worker)
     in_flight: int = 0
-    #: when the partition last settled a batch or found nothing to do (monotonic): a partition
-    #: with records in flight and no progress for long is stuck
+    #: when the partition was assigned, last settled a batch or found nothing to do
+    #: (monotonic): a partition with records in flight and no progress for long is stuck
     last_progress: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
 class MappingStats:
-    """One mapping: its partitions' stats (kept after revocation) and its rebalances."""
+    """One mapping: its partitions' stats (kept after revocation), its batch sizes and its
+    rebalances."""
 
     partitions: dict[str, PartitionStats] = field(default_factory=dict)
+    #: invocations by their number of records, exactly: an entry's increment per invocation is
+    #: all the hot path pays, and ``/metrics`` makes histogram buckets of it at scrape time
+    batch_sizes: dict[int, int] = field(default_factory=dict)
     #: partitions assigned to and revoked from this worker
     assigned: int = 0
     revoked: int = 0
+    #: assignments the source announced, empty ones included: a worker its group gives no
+    #: partition (more workers than partitions) has still joined, and is ready
+    assignments: int = 0
     #: the source's fatal error, once it stopped for good (the mapping cannot go on)
     fatal: str | None = None
 

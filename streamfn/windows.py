@@ -31,7 +31,7 @@ import orjson
 
 from .backoff import retry_delay
 from .dispatch import InvocationResult
-from .outcome import Abandoned, StreamOutcome
+from .outcome import INVALID_RESPONSE, Abandoned, Failure, StreamOutcome, response_error
 from .record import Batch, Record
 
 log = logging.getLogger("streamfn.windows")
@@ -99,13 +99,17 @@ def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def _state(result: InvocationResult) -> tuple[bool, Any]:
-    """(whether the response carries a state, the state); Lambda requires one."""
+def _window_error(result: InvocationResult) -> dict[str, Any] | None:
+    """None when the response carries a state, as Lambda requires; else the error object of
+    the failure line (the handler's own, or one saying what came back instead)."""
+    if result.error is not None:
+        return result.error
     value = result.value
-    if result.error is not None or not isinstance(value, Mapping) or "state" not in value:
-        return False, None
-    state = value["state"]
-    return True, {} if state is None else state
+    if isinstance(value, Mapping) and "state" in value:
+        return None
+    got = "a mapping without 'state'" if isinstance(value, Mapping) else type(value).__name__
+    message = f"a window invocation must return {{'state': ...}}, not {got}"
+    return response_error(INVALID_RESPONSE, message)
 
 
 class WindowedOutcome(StreamOutcome):
@@ -117,7 +121,6 @@ class WindowedOutcome(StreamOutcome):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.width = self.config.tumbling_window
-        self.final_invocations = 0
         self._open: dict[str, _Open] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: set[asyncio.Task[None]] = set()
@@ -187,46 +190,49 @@ class WindowedOutcome(StreamOutcome):
                 is_final_invoke_for_window=final,
                 is_window_terminated_early=early,
             )
-        self.invocations += 1
         return await self.function.invoke(event)
 
-    def _failed_index(
+    def _failure(
         self, partition: str, batch: list[Record], result: InvocationResult
-    ) -> int | None:
-        carried, state = _state(result)
-        if not carried:
-            return -1
+    ) -> Failure | None:
+        error = _window_error(result)
+        if error is not None:
+            return -1, error
+        state = result.value["state"]
+        if state is None:
+            state = {}
         try:
             size = len(orjson.dumps(state))
-        except TypeError:
-            return -1  # a state that is not JSON cannot be carried
-        failed_at = super()._failed_index(partition, batch, result)
-        if failed_at != -1:
+        except TypeError as exc:  # a state that is not JSON cannot be carried
+            return -1, response_error(INVALID_RESPONSE, f"the window state is not JSON: {exc}")
+        failure = super()._failure(partition, batch, result)
+        if failure is None or failure[0] != -1:
             current = self._open[partition]
             current.state = state
             current.oversized = size > STATE_LIMIT
-        return failed_at
+        return failure
 
     async def _finish(self, partition: str, current: _Open, *, early: bool) -> None:
         """The final invocation, retried like a batch; the window closes either way."""
+        stats = self.stats.partition(partition)
         retries = 0
         try:
             while True:
                 result = await self._call(partition, [], current, final=True, early=early)
-                if _state(result)[0]:
-                    self.final_invocations += 1
+                self._count(stats, 0)
+                error = _window_error(result)
+                if error is None:
                     return
-                self.errors += 1
+                stats.failed_invocations += 1
                 if self.max_retries != -1 and retries >= self.max_retries:
-                    log.warning(
-                        "final window invocation failed; window dropped",
-                        extra={"function": self.function.name, "partition": partition},
-                    )
+                    self._final_failed(partition, result, error, retries, "drop the window")
                     return
                 delay = retry_delay(
                     retries, self.config.retry_base_delay, self.config.retry_max_delay
                 )
+                self._final_failed(partition, result, error, retries, f"retry in {delay:.3g} s")
                 await self._pause(delay, current.stop)
+                stats.retries += 1
                 retries += 1
         finally:
             if self._open.get(partition) is current:
@@ -253,10 +259,10 @@ class WindowedOutcome(StreamOutcome):
                     pass
         except Abandoned:
             return
-        except Exception as exc:  # never lose a timer's error silently
-            log.error(
+        except Exception:  # never lose a timer's error silently
+            log.exception(
                 "window timer failed",
-                extra={"function": self.function.name, "partition": partition, "error": repr(exc)},
+                extra={"function": self.function.name, "partition": partition},
             )
 
     async def _close_stopped(self, partition: str, current: _Open) -> None:
@@ -267,5 +273,22 @@ class WindowedOutcome(StreamOutcome):
                 return
             del self._open[partition]
             result = await self._call(partition, [], current, final=True, early=True)
-            if _state(result)[0]:
-                self.final_invocations += 1
+            stats = self.stats.partition(partition)
+            self._count(stats, 0)
+            error = _window_error(result)
+            if error is None:
+                return
+            stats.failed_invocations += 1
+            self._final_failed(partition, result, error, 0, "no retry: its shard stopped")
+
+    def _final_failed(
+        self,
+        partition: str,
+        result: InvocationResult,
+        error: dict[str, Any],
+        retries: int,
+        then: str,
+    ) -> None:
+        self._report(
+            partition, [], result.request_id, error, retries + 1, then, "final window invocation"
+        )

@@ -187,7 +187,7 @@ async def listening_port(stderr: asyncio.StreamReader) -> int:
         raw = await stderr.readline()
         assert raw, "streamfn run exited before listening:\n" + b"".join(seen).decode()
         seen.append(raw)
-        if raw.startswith(b"{") and (line := json.loads(raw)).get("msg") == "listening":
+        if raw.startswith(b"{") and (line := json.loads(raw)).get("message") == "listening":
             return int(line["port"])
 
 

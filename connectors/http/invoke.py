@@ -9,8 +9,12 @@ Routes (also described by ``connectors/http/openapi.json``, served at ``/openapi
 
 - ``POST /2015-03-31/functions/{FunctionName}/invocations[?Qualifier=]``: Invoke;
 - ``/urls/{function}/{path}`` or ``Host: {function}.lambda-url.{region}.*``: function URLs;
-- ``GET /health`` (the process serves), ``GET /ready`` (the app runs and is not stopping),
-  ``GET /metrics`` (Prometheus text format), ``GET /openapi.json``.
+- ``GET /health`` (liveness: no partition stuck, no source fatal), ``GET /ready`` (the app runs,
+  is not stopping and every mapping has its assignment), both judged by
+  :mod:`streamfn.health`, ``GET /metrics`` (Prometheus text format), ``GET /openapi.json``.
+
+With ``operational_only`` only ``/health``, ``/ready`` and ``/metrics`` are served: the listener
+of ``streamfn run --metrics-port``, which keeps them reachable under ``--no-http``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from streamfn import App
+from streamfn import App, tracing
 from streamfn.context import ClientContext, Context
 from streamfn.dispatch import Function, FunctionError, InvocationResult, current_request_id
 from streamfn.errors import (
@@ -41,6 +45,7 @@ from streamfn.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
+from streamfn.health import Verdict
 
 from . import openapi
 from .urls import FunctionUrls
@@ -86,9 +91,6 @@ _TARGET_CACHE = 4096
 _QUALIFIER = re.compile(r"\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9_$-]{1,128}")
 
 
-_HEALTHY: Response = (200, [JSON], b'{"status":"ok"}')
-_READY: Response = (200, [JSON], b'{"status":"ready"}')
-_NOT_READY: Response = (503, [JSON], b'{"status":"not ready"}')
 _ACCEPTED: Response = (202, [], b"")
 _NO_CONTENT: Response = (204, [], b"")
 _UNHANDLED = (b"x-amz-function-error", b"Unhandled")
@@ -111,17 +113,21 @@ class _Target(NamedTuple):
 class InvokeAPI:
     """The ASGI application of one app: Invoke, function URLs and the operational routes."""
 
-    def __init__(self, app: App, limits: Limits | None = None) -> None:
+    def __init__(
+        self, app: App, limits: Limits | None = None, *, operational_only: bool = False
+    ) -> None:
         self.app = app
         self.limits = limits or Limits()
+        self.operational_only = operational_only
         self.urls = FunctionUrls(app)
         self._targets: dict[tuple[str, bytes], _Target] = {}
         self._routes: dict[str, tuple[str, Handler]] = {
             "/health": ("GET", self._health),
             "/ready": ("GET", self._ready),
             "/metrics": ("GET", self._metrics),
-            "/openapi.json": ("GET", self._openapi_document),
         }
+        if not operational_only:
+            self._routes["/openapi.json"] = ("GET", self._openapi_document)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every request. Invoke is written out here rather than in a method of its own: it is
@@ -130,6 +136,8 @@ class InvokeAPI:
             return
         rid = request_id()
         token = current_request_id.set(rid)  # on every log line of this request
+        # The caller's trace context is the parent of what the request runs, now or queued.
+        parent = tracing.accept(scope["headers"]) if tracing.enabled else None
         try:
             routed: Response | _Target | None
             routed = self._targets.get((scope["path"], scope["query_string"]))
@@ -201,6 +209,8 @@ class InvokeAPI:
             response = _error_response(InvocationError("The Lambda service encountered an error."))
         finally:
             current_request_id.reset(token)
+            if parent is not None:
+                tracing.detach(parent)
         status, headers_out, body = response
         if status in (204, 304):  # these must not carry a Content-Length
             headers_out = [*headers_out, (b"x-amzn-requestid", rid.encode())]
@@ -220,13 +230,13 @@ class InvokeAPI:
         """Every route but a POST to an Invoke target seen before. For an Invoke path seen for
         the first time, the target it names (now remembered), which ``__call__`` invokes."""
         path: str = scope["path"]
-        invoke = _INVOKE_PATH.fullmatch(path)
+        invoke = None if self.operational_only else _INVOKE_PATH.fullmatch(path)
         if invoke is not None:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("POST")
             _invocation(dict(scope["headers"]))  # a bad header is a 400 even for no function
             return self._remember(invoke[1], scope)
-        url = self.urls.target(path, _host(scope))
+        url = None if self.operational_only else self.urls.target(path, _host(scope))
         if url is not None:
             return await self.urls.handle(*url, scope, receive, request_id)
         route = self._routes.get(path)
@@ -238,10 +248,10 @@ class InvokeAPI:
         return await handler(scope, receive, request_id)
 
     async def _health(self, scope: Scope, receive: Receive, request_id: str) -> Response:
-        return _HEALTHY
+        return _verdict(self.app.health.live())
 
     async def _ready(self, scope: Scope, receive: Receive, request_id: str) -> Response:
-        return _READY if self.app.ready else _NOT_READY
+        return _verdict(self.app.health.ready(self.app.ready))
 
     async def _metrics(self, scope: Scope, receive: Receive, request_id: str) -> Response:
         return (200, [_PROMETHEUS], self.app.metrics.render().encode())
@@ -297,10 +307,18 @@ class InvokeAPI:
         return _Target(name, qualifier, arn, self.app.pinned(name, qualifier))
 
 
-def asgi_app(app: App, limits: Limits | None = None) -> InvokeAPI:
+def asgi_app(
+    app: App, limits: Limits | None = None, *, operational_only: bool = False
+) -> InvokeAPI:
     """The Invoke API of ``app`` as an ASGI application, for mounting under any ASGI server.
-    ``Event`` invocations need the app running (``App.running()``) for its event queue."""
-    return InvokeAPI(app, limits)
+    ``Event`` invocations need the app running (``App.running()``) for its event queue. With
+    ``operational_only``, only ``/health``, ``/ready`` and ``/metrics``."""
+    return InvokeAPI(app, limits, operational_only=operational_only)
+
+
+def _verdict(verdict: Verdict) -> Response:
+    """A health check's answer: 200 when it passes, else 503, with its reasons as JSON."""
+    return (200 if verdict.ok else 503, [JSON], orjson.dumps(verdict.body))
 
 
 def _host(scope: Scope) -> bytes | None:

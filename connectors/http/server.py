@@ -135,14 +135,18 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 9000,
     limits: Limits | None = None,
+    operational_only: bool = False,
 ) -> None:
     """Serve the Invoke API until ``stop`` is set, then finish in-flight requests before
-    returning. Raises ConfigError if the address cannot be bound."""
+    returning. Raises ConfigError if the address cannot be bound. With ``operational_only``,
+    serve only ``/health``, ``/ready`` and ``/metrics`` (``streamfn run --metrics-port``)."""
     limits = limits or Limits()
     sock = bind(host, port)
     with sock:
-        server = Server(uvicorn_config(asgi_app(app, limits), limits))
-        log.info("listening", extra={"host": host, "port": sock.getsockname()[1]})
+        asgi = asgi_app(app, limits, operational_only=operational_only)
+        server = Server(uvicorn_config(asgi, limits))
+        routes = "operational" if operational_only else "all"
+        log.info("listening", extra={"host": host, "port": sock.getsockname()[1], "routes": routes})
         running = asyncio.create_task(server.serve(sockets=[sock]))
         stopping = asyncio.create_task(stop.wait())
         reaping = asyncio.create_task(_reap_slow_requests(server.server_state.connections, limits))

@@ -22,6 +22,8 @@ from aiokafka.errors import KafkaError
 from streamfn.backoff import retry_delay
 from streamfn.errors import ConfigError, SourceError
 
+from .._retrylog import RetryLog
+
 log = logging.getLogger("streamfn.kafka")
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -191,7 +193,9 @@ async def keep_alive(consumer: Any, subject: str) -> None:
     """Mark ``consumer`` active while its owner holds records and asks for no more, or aiokafka
     would leave the group after max_poll_interval_ms (a partition blocked on retries stops
     fetching). A fatal group error (authorization, ...) surfaces here as a SourceError that
-    starts with ``subject``."""
+    starts with ``subject``; a retriable one (no coordinator, a broker away) is logged at a
+    bounded rate while aiokafka recovers by itself."""
+    failures = RetryLog(log, f"{subject}: retriable error")
     while True:
         await asyncio.sleep(_KEEPALIVE_INTERVAL)
         try:
@@ -199,3 +203,6 @@ async def keep_alive(consumer: Any, subject: str) -> None:
         except KafkaError as exc:
             if not exc.retriable:
                 raise SourceError(f"{subject}: {exc!r}") from exc
+            failures.failed(exc, "the client reconnects and rejoins by itself")
+        else:
+            failures.succeeded()

@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from streamfn import tracing
 from streamfn.errors import ConfigError, DestinationError
 
 from ._client import MANAGED_OPTIONS, TOPIC, check_options, client_options, parse_servers
@@ -109,8 +110,12 @@ class KafkaDestination:
 
     async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
         producer = self._producer or await self._started()
+        # With tracing on, the message carries the trace context it was sent in.
+        headers = [(name, value.encode()) for name, value in tracing.outgoing().items()]
         try:
-            await producer.send_and_wait(self.topic, orjson.dumps(_topic_shape(record)), key=key)
+            await producer.send_and_wait(
+                self.topic, orjson.dumps(_topic_shape(record)), key=key, headers=headers or None
+            )
         except KafkaError as exc:
             raise DestinationError(f"{self.describe()} refused the record: {exc!r}") from exc
 

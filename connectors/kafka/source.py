@@ -18,14 +18,16 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
+from streamfn import tracing
 from streamfn.config import MappingConfig
 from streamfn.destinations import iso_timestamp
 from streamfn.errors import ConfigError
 from streamfn.record import Record
 from streamfn.source import AssignmentListener
 
+from .._retrylog import RetryLog
 from ._client import (
     MANAGED_OPTIONS,
     TOPIC,
@@ -78,6 +80,12 @@ class KafkaSource:
     ``cluster_arn`` makes events look like Amazon MSK's (``aws:kafka``) instead of self-managed
     Kafka's. ``consumer_options`` passes any other AIOKafkaConsumer option through.
 
+    :meth:`gauges` reports AWS's OffsetLag per owned partition: its end offset minus the
+    group's committed offset. The committed offset is the one this member last committed (at
+    first, the offset it resumed from); the end offset is the high watermark of the last fetch
+    or, when the partition is not being fetched (its records wait on the function), the end
+    offsets read from the broker every ``lag_interval`` seconds in the background.
+
     A broker that is down at start-up is retried with backoff for ``connect_timeout`` seconds,
     then :class:`~streamfn.errors.SourceError` is raised. :meth:`commit` for a partition this
     member does not own (any more) does nothing: its new owner resumes from the last commit.
@@ -102,6 +110,7 @@ class KafkaSource:
         cluster_arn: str | None = None,
         connect_timeout: float = 60.0,
         commit_timeout: float = 10.0,
+        lag_interval: float = 5.0,
         consumer_options: Mapping[str, Any] | None = None,
     ) -> None:
         topics = [topic] if isinstance(topic, str) else list(topic)
@@ -112,6 +121,7 @@ class KafkaSource:
         check_group_id(group_id)
         check_seconds("connect_timeout", connect_timeout)
         check_seconds("commit_timeout", commit_timeout)
+        check_seconds("lag_interval", lag_interval)
         servers = parse_servers(bootstrap_servers)
         self.topics = tuple(topics)
         self.bootstrap_servers = ",".join(servers)
@@ -120,6 +130,7 @@ class KafkaSource:
         self.cluster_arn = cluster_arn
         self.connect_timeout = float(connect_timeout)
         self.commit_timeout = float(commit_timeout)
+        self.lag_interval = float(lag_interval)
         self.consumer_options = dict(consumer_options or {})
         check_options("consumer_options", self.consumer_options, AIOKafkaConsumer, MANAGED_OPTIONS)
         self._client_options = client_options(
@@ -133,6 +144,10 @@ class KafkaSource:
         self._event_source = "aws:kafka" if cluster_arn else "SelfManagedKafka"
         self._consumer: Any = None
         self._owned: dict[str, TopicPartition] = {}
+        #: Per owned partition, for offset_lag: the next offset the group resumes from (what
+        #: this member committed last, or where it started) and the end offset last read.
+        self._committed: dict[str, int] = {}
+        self._ends: dict[str, int] = {}
 
     def describe(self) -> str:
         return f"kafka://{self.bootstrap_servers}/{','.join(self.topics)}"
@@ -149,9 +164,13 @@ class KafkaSource:
         self._consumer = consumer
         try:
             consumer.subscribe(list(self.topics), listener=_Rebalance(self, listener, config))
-            await keep_alive(consumer, f"Kafka consumer group {self.group_id!r}")
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._refresh_ends(consumer))
+                await keep_alive(consumer, f"Kafka consumer group {self.group_id!r}")
         finally:
             self._owned.clear()
+            self._committed.clear()
+            self._ends.clear()
             self._consumer = None
             await consumer.stop()
 
@@ -184,12 +203,16 @@ class KafkaSource:
         for tp in partitions:
             pid = partition_id(tp.topic, tp.partition)
             self._owned[pid] = tp
+            self._committed.pop(pid, None)  # another member may have committed since
+            self._ends.pop(pid, None)
             ids.append(pid)
         return ids
 
     def _disown(self, partitions: Iterable[str]) -> None:
         for pid in partitions:
             self._owned.pop(pid, None)
+            self._committed.pop(pid, None)
+            self._ends.pop(pid, None)
 
     async def _seek_to_timestamp(self, partitions: Collection[TopicPartition], at: float) -> None:
         """AT_TIMESTAMP for the partitions the group has no commit for; past the newest record
@@ -217,6 +240,8 @@ class KafkaSource:
         messages = batches.get(tp)
         if not messages:
             return ()
+        if partition not in self._committed:  # the first fetch resumes at the group's commit
+            self._committed[partition] = messages[0].offset
         # One Record per message and nothing else: this is the hot path. ``meta`` keeps the
         # timestamp type, the one field the Lambda event needs that Record has no slot for; a
         # null value (tombstone) becomes b"".
@@ -244,6 +269,8 @@ class KafkaSource:
             return
         async with asyncio.timeout(self.commit_timeout):
             await consumer.commit({tp: record.offset + 1})
+        if partition in self._owned:
+            self._committed[partition] = record.offset + 1
 
     def item_identifier(self, record: Record) -> Any:
         return {"partition": record.partition, "offset": record.offset}
@@ -301,6 +328,73 @@ class KafkaSource:
             if decoded is not _UNREADABLE:
                 view[name] = decoded
         return view
+
+    def trace_attributes(self, partition: str) -> Mapping[str, str]:
+        """The batch span's messaging attributes (:class:`streamfn.source.TracedSource`)."""
+        topic, number = split_partition_id(partition)
+        return {
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(number),
+            "messaging.consumer.group.name": self.group_id,
+        }
+
+    def trace_carrier(self, record: Record) -> Mapping[str, str]:
+        """A record's upstream trace context is in its headers (``traceparent``, as producers'
+        OpenTelemetry instrumentations write it)."""
+        return tracing.header_carrier(record)
+
+    # -- offset lag ----------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, dict[str, float]]:
+        """``offset_lag`` per owned partition whose committed and end offsets are known;
+        computed from what the source keeps, with no broker call."""
+        consumer = self._consumer
+        assigned = consumer.assignment() if consumer is not None else set()
+        lag: dict[str, float] = {}
+        for pid, tp in self._owned.items():
+            committed = self._committed.get(pid)
+            end = self._ends.get(pid)
+            if tp in assigned:
+                highwater = consumer.highwater(tp)
+                if highwater is not None and (end is None or highwater > end):
+                    end = highwater
+            if committed is not None and end is not None:
+                lag[pid] = float(max(0, end - committed))
+        return {"offset_lag": lag}
+
+    async def _refresh_ends(self, consumer: Any) -> None:
+        """Read the owned partitions' end offsets every ``lag_interval`` seconds (one ListOffsets
+        request per broker): a partition whose records wait on the function is not fetched, so
+        its high watermark goes stale. A partition nothing was fetched from since its assignment
+        takes its committed offset from the consumer's position (where it will resume). One
+        round takes at most ``commit_timeout``, the source's bound on a broker round trip."""
+        failures = RetryLog(log, "cannot read end offsets for offset_lag", source=self.describe())
+        then = f"offset_lag keeps its last values; reading again in {self.lag_interval:g} s"
+        while True:
+            await asyncio.sleep(self.lag_interval)
+            owned = dict(self._owned)
+            if not owned:
+                continue
+            try:
+                async with asyncio.timeout(self.commit_timeout):
+                    ends = await consumer.end_offsets(list(owned.values()))
+                    for pid, tp in owned.items():
+                        if pid not in self._committed and pid in self._owned:
+                            await self._resume_position(consumer, pid, tp)
+            except (KafkaError, TimeoutError) as exc:
+                failures.failed(exc, then)
+                continue
+            failures.succeeded()
+            for pid, tp in owned.items():
+                if pid in self._owned and tp in ends:
+                    self._ends[pid] = ends[tp]
+
+    async def _resume_position(self, consumer: Any, pid: str, tp: TopicPartition) -> None:
+        try:
+            position = await consumer.position(tp)
+        except IllegalStateError:  # revoked meanwhile
+            return
+        self._committed.setdefault(pid, position)  # unless a fetch got there first
 
 
 def _lambda_record(topic: str, number: int, record: Record) -> dict[str, Any]:

@@ -4,7 +4,8 @@ A :class:`_ShardReader` reads its shard with GetShardIterator/GetRecords:
 
 - at most ``max_calls_per_second`` GetRecords calls per shard (Kinesis allows 5, shared by every
   consumer of the shard; every source of this process reading a shard shares one pacer), with
-  exponential backoff on ProvisionedThroughputExceededException and other throttles;
+  exponential backoff on ProvisionedThroughputExceededException and other throttles, logged at
+  a bounded rate (they can repeat several times a second);
 - one GetRecords response is buffered, so the engine's small fetches cost no extra calls;
 - an expired iterator is renewed after the last record read (AFTER_SEQUENCE_NUMBER), and a new
   lease starts after its checkpoint; the mapping's starting_position applies only to a shard
@@ -31,6 +32,8 @@ from botocore.exceptions import ClientError
 from streamfn.backoff import retry_delay
 from streamfn.leases import TRIM_HORIZON, Lease
 from streamfn.record import Record
+
+from .._retrylog import RetryLog
 
 log = logging.getLogger("streamfn.kinesis")
 
@@ -60,7 +63,10 @@ class ShardMetrics:
 
     #: Kinesis's MillisBehindLatest from the last GetRecords (None for DynamoDB Streams).
     millis_behind_latest: int | None = None
-    #: Age of the newest record read (Lambda's IteratorAge); 0 once caught up.
+    #: Lambda's IteratorAge: when the last GetRecords returned records, how long before it the
+    #: last of them arrived in the stream; 0 once a GetRecords finds the shard caught up. AWS
+    #: measures it when it reads a batch, and so does the reader: while the shard's records
+    #: wait on the function, nothing is read and the age stays where it was.
     iterator_age_ms: int = 0
     get_records_calls: int = 0
     throttles: int = 0
@@ -129,6 +135,9 @@ class _ShardReader:
         self._next = 0
         self._not_before = 0.0
         self._failures = 0
+        self._read_failures = RetryLog(
+            log, "reading the shard failed", source=source.describe(), shard=lease.key
+        )
 
     def done(self) -> bool:
         """Read to the end, and everything read is checkpointed."""
@@ -185,6 +194,7 @@ class _ShardReader:
                 raise
             return []
         self._failures = 0
+        self._read_failures.succeeded()
         records = source._records(self.shard, raw)
         metrics.millis_behind_latest = behind
         if records:
@@ -202,7 +212,11 @@ class _ShardReader:
     def _failed(self, exc: Any, loop: asyncio.AbstractEventLoop) -> bool:
         """Handle a GetShardIterator/GetRecords error the reader can recover from."""
         code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ExpiredIteratorException":
+        if code == "ExpiredIteratorException":  # unused for 5 minutes: records waited that long
+            log.info(
+                "shard iterator expired; renewing it after the last record read",
+                extra={"source": self.source.describe(), "shard": self.shard},
+            )
             self.iterator = None
             return True
         if (
@@ -213,6 +227,7 @@ class _ShardReader:
             delay = retry_delay(self._failures, _BACKOFF_BASE, _BACKOFF_CAP)
             self._not_before = loop.time() + delay
             self._failures += 1
+            self._read_failures.failed(exc, f"retrying in {delay:.2f} s", error_type=code)
             return True
         if code == _NOT_FOUND:  # trimmed past the retention period: nothing left to read
             log.warning(

@@ -254,6 +254,15 @@ class _StreamSource(abc.ABC):
             self.coordinator.finished(shard)
         self._resync.set()
 
+    def gauges(self) -> dict[str, dict[str, float]]:
+        """Lambda's IteratorAge per shard held, in seconds: what each shard's reader computed
+        when its last GetRecords returned (see :class:`ShardMetrics`), so no call is made."""
+        return {
+            "iterator_age_seconds": {
+                shard: metrics.iterator_age_ms / 1000 for shard, metrics in self.metrics.items()
+            }
+        }
+
     # -- the engine's side ----------------------------------------------------------------
 
     async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:

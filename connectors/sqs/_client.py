@@ -50,7 +50,9 @@ _REFUSED = {
 }
 
 
-def _error_code(exc: BaseException) -> str:
+def error_code(exc: BaseException) -> str:
+    """SQS's error code for a failed call (``AWS.SimpleQueueService.NonExistentQueue``), or
+    the exception's class name when SQS gave none (a network error)."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", "ClientError"))
     return type(exc).__name__
@@ -189,7 +191,7 @@ async def _call_ten(
                 QueueUrl=url, Entries=[entry(str(i), item) for i, item in enumerate(pending)]
             )
         except Exception as exc:
-            return final + [(item, _error_code(exc)) for item in pending]
+            return final + [(item, error_code(exc)) for item in pending]
         retry = []
         for failure in response.get("Failed", ()):
             item = pending[int(failure["Id"])]

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from streamfn import tracing
 from streamfn.errors import DestinationError
 
 from ._client import Connection, QueueRef, call_by_ten, fatal_error, resolve_url, summary
@@ -105,6 +106,13 @@ class SQSDestination:
         if self.ref.fifo:
             message["MessageGroupId"] = _group_id(key)
             message["MessageDeduplicationId"] = hashlib.sha256(body.encode()).hexdigest()
+        # With tracing on, the message carries the trace context it was sent in.
+        carrier = tracing.outgoing()
+        if carrier:
+            message["MessageAttributes"] = {
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in carrier.items()
+            }
         return message
 
     async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:

@@ -51,6 +51,8 @@ from ._client import (
     resolve_url,
     summary,
 )
+from .depth import ATTRIBUTES as DEPTH_ATTRIBUTES
+from .depth import QueueDepth
 from .visibility import VisibilityHeartbeat, release_now_entry
 
 log = logging.getLogger("streamfn.async.sqs")
@@ -60,11 +62,6 @@ MAX_DELAY = 900  # seconds: SQS's longest DelaySeconds
 #: later is hidden again until its time (DelaySeconds are whole seconds, rounded down).
 HOLD_AHEAD = 2.0
 CLOSE_TIMEOUT = MAX_WAIT + 5.0  # seconds to collect the last receive and release what is held
-_DEPTH_ATTRIBUTES = [
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-]
 
 
 @dataclass(slots=True)
@@ -218,7 +215,7 @@ class SQSEventQueue:
         self._send = _GroupCall("send", self.queue)
         self._bury = _GroupCall("dead-letter send", self.queue)
         self._delete = _GroupCall("delete", self.queue)
-        self._depth = 0
+        self._depth: QueueDepth | None = None  # while open
         self._closing = False
 
     def describe(self) -> str:
@@ -245,9 +242,10 @@ class SQSEventQueue:
             tasks.create_task(self._send.run(client.send_message_batch, self._url))
             tasks.create_task(self._bury.run(client.send_message_batch, self.dead_letter_url))
             tasks.create_task(self._delete.run(client.delete_message_batch, self._url))
+            assert self._depth is not None
             self._loops = [
                 tasks.create_task(heartbeat.run()),
-                tasks.create_task(self._refresh_depth()),
+                tasks.create_task(self._depth.run()),
             ]
             self._stack = stack.pop_all()
         return self
@@ -283,14 +281,17 @@ class SQSEventQueue:
         try:
             self._url = await resolve_url(client, self.ref)
             response = await client.get_queue_attributes(
-                QueueUrl=self._url, AttributeNames=["RedrivePolicy", *_DEPTH_ATTRIBUTES]
+                QueueUrl=self._url, AttributeNames=["RedrivePolicy", *DEPTH_ATTRIBUTES]
             )
         except Exception as exc:
             raise fatal_error(exc, self.queue, endpoint) or SourceError(
                 f"cannot open SQS event queue {self.queue!r}: {exc}"
             ) from exc
         attributes = response["Attributes"]
-        self._depth = sum(int(attributes.get(name, 0)) for name in _DEPTH_ATTRIBUTES)
+        self._depth = QueueDepth(
+            client, self._url, self.depth_interval, queue=self.ref.name, log=log
+        )
+        self._depth.update(attributes)
         ref = self._dead_letter_ref
         if ref is None and "RedrivePolicy" in attributes:
             ref = QueueRef.parse(orjson.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"])
@@ -359,7 +360,9 @@ class SQSEventQueue:
         await self.delete(event)
 
     def depth(self) -> int:
-        return self._depth
+        """Every event of the queue not deleted yet (visible, in flight and delayed), as read
+        every ``depth_interval`` seconds."""
+        return self._depth.total if self._depth is not None else 0
 
     def oldest(self) -> float | None:
         """The oldest event this worker holds: SQS does not say how old its oldest is."""
@@ -448,23 +451,6 @@ class SQSEventQueue:
                 "could not release unsettled events; they come back after the visibility timeout",
                 extra={"queue": self.ref.name, "errors": summary(failures)},
             )
-
-    async def _refresh_depth(self) -> None:
-        """Read the queue's depth for the gauge every ``depth_interval``, not per scrape."""
-        while True:
-            await asyncio.sleep(self.depth_interval)
-            try:
-                response = await self._client.get_queue_attributes(
-                    QueueUrl=self._url, AttributeNames=_DEPTH_ATTRIBUTES
-                )
-            except Exception as exc:  # a stale gauge is no reason to stop the worker
-                log.warning(
-                    "cannot read the SQS event queue's depth",
-                    extra={"queue": self.ref.name, "error": repr(exc)},
-                )
-                continue
-            attributes = response["Attributes"]
-            self._depth = sum(int(attributes.get(name, 0)) for name in _DEPTH_ATTRIBUTES)
 
 
 def _hide_entry(entry_id: str, item: tuple[str, float]) -> dict[str, Any]:

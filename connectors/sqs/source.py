@@ -6,16 +6,17 @@ while messages keep coming and shrinks when the queue runs dry, extending the vi
 every message still being handled (so a slow handler never causes a duplicate; the heartbeat is
 :mod:`.visibility`'s), deleting what succeeded, releasing what failed (optionally after a
 backoff delay), FIFO rules per ``MessageGroupId``, and an optional dead letter after N receives
-for queues without a redrive policy.
+for queues without a redrive policy. It also keeps the queue's gauges (depth, age of the oldest
+message received) for ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from streamfn.errors import ConfigError, SourceError
 from streamfn.record import Record
 from streamfn.source import AssignmentListener
 
+from .._retrylog import RetryLog
 from ._client import (
     MAX_RECEIVE,
     MAX_VISIBILITY,
@@ -40,6 +42,8 @@ from ._client import (
     resolve_url,
     summary,
 )
+from .depth import ATTRIBUTES as DEPTH_ATTRIBUTES
+from .depth import QueueDepth
 from .visibility import VisibilityHeartbeat, release_now_entry
 
 log = logging.getLogger("streamfn.sqs")
@@ -47,6 +51,7 @@ log = logging.getLogger("streamfn.sqs")
 FIFO_MAX_BATCH = 10  # Lambda's BatchSize cap for FIFO queues
 SCALE_INTERVAL = 1.0  # seconds between two scaling decisions
 ABANDON_TIMEOUT = MAX_WAIT + 5.0  # seconds to release unsettled messages when stopping
+LOGGED_IDS = 20  # message ids a dead-letter line names at most (it always gives the count)
 
 #: Bytes a Lambda SQS event record takes around its variable fields (keys, quotes, constants),
 #: so the 6 MB cap counts metadata as Lambda does.
@@ -173,6 +178,13 @@ class SQSSource:
     seconds (at most ``retry_max_delay``), set with ChangeMessageVisibility. For queues without
     a redrive policy, ``dead_letter`` with ``max_receives`` sends a message that failed on its
     ``max_receives``-th receive to that destination (as its Lambda event record) and deletes it.
+
+    :meth:`gauges` reports two queue-level gauges under one partition label, the queue's name
+    (the source's "partitions" are its pollers, which come and go as it scales):
+    ``approximate_queue_depth``, the queue's ApproximateNumberOfMessages read every
+    ``depth_interval`` seconds in the background; and
+    ``approximate_oldest_message_age_seconds``, how old the oldest message of the last receive
+    was when it arrived (from its SentTimestamp), 0 once a receive comes back empty.
     """
 
     kind = "sqs"
@@ -196,6 +208,7 @@ class SQSSource:
         retry_max_delay: float = 900.0,
         dead_letter: Destination | None = None,
         max_receives: int | None = None,
+        depth_interval: float = 15.0,
     ) -> None:
         self.ref = QueueRef.parse(queue)
         _check_pollers(min_pollers, max_pollers)
@@ -212,6 +225,12 @@ class SQSSource:
             or not 1 <= max_receives <= 1000
         ):
             raise ConfigError.out_of_range("max_receives", max_receives, "an integer 1-1000")
+        if (
+            isinstance(depth_interval, bool)
+            or not isinstance(depth_interval, int | float)
+            or depth_interval <= 0
+        ):
+            raise ConfigError.out_of_range("depth_interval", depth_interval, "seconds > 0")
         self.queue = queue
         self.fifo = self.ref.fifo
         self.function_timeout = function_timeout
@@ -222,6 +241,7 @@ class SQSSource:
         self.retry_max_delay = retry_max_delay
         self.dead_letter = dead_letter
         self.max_receives = max_receives
+        self.depth_interval = float(depth_interval)
         self._connection = Connection(
             region_name or self.ref.region,
             endpoint_url,
@@ -251,6 +271,11 @@ class SQSSource:
         self._heartbeat: VisibilityHeartbeat | None = None  # while running
         self._full = 0  # receives that came back full since the last scaling decision
         self._empty = 0  # receives that came back empty since then
+        self._depth: QueueDepth | None = None  # while running
+        self._oldest_age = 0.0  # seconds: the oldest message of the last receive, when received
+        self._dead_letter_failures = RetryLog(
+            log, "dead_letter destination failed", level=logging.ERROR, queue=self.ref.name
+        )
 
     def describe(self) -> str:
         return f"sqs://{self.ref.name}"
@@ -279,10 +304,12 @@ class SQSSource:
                 async with asyncio.TaskGroup() as tg:
                     if self._visibility > 0:
                         tg.create_task(heartbeat.run())
+                    if self._depth is not None:
+                        tg.create_task(self._depth.run())
                     await self._scale(listener, low, high)
             finally:
                 await self._abandon_all()
-                self._client = self._heartbeat = None
+                self._client = self._heartbeat = self._depth = None
 
     def _check_batching(self, config: MappingConfig) -> int:
         """Lambda's batching rules for SQS, checked before connecting; returns how many
@@ -312,7 +339,12 @@ class SQSSource:
             self._url = await resolve_url(client, self.ref)
             response = await client.get_queue_attributes(
                 QueueUrl=self._url,
-                AttributeNames=["QueueArn", "VisibilityTimeout", "RedrivePolicy"],
+                AttributeNames=[
+                    "QueueArn",
+                    "VisibilityTimeout",
+                    "RedrivePolicy",
+                    *DEPTH_ATTRIBUTES,
+                ],
             )
         except Exception as exc:
             error = fatal_error(exc, self.queue, self._connection.endpoint)
@@ -320,6 +352,11 @@ class SQSSource:
                 raise error from exc
             raise SourceError(f"cannot open SQS queue {self.queue!r}: {exc}") from exc
         attributes = response["Attributes"]
+        self._depth = QueueDepth(
+            client, self._url, self.depth_interval, queue=self.ref.name, log=log
+        )
+        self._depth.update(attributes)
+        self._oldest_age = 0.0
         self._arn = attributes["QueueArn"]
         self._region = client.meta.region_name
         self._visibility = int(attributes["VisibilityTimeout"])
@@ -408,6 +445,7 @@ class SQSSource:
         messages = response.get("Messages")
         if not messages:
             self._empty += 1
+            self._oldest_age = 0.0
             return ()
         if len(messages) == count:
             self._full += 1
@@ -439,15 +477,19 @@ class SQSSource:
         overhead = self._overhead
         offset = self._next_offset
         records = []
+        oldest = math.inf
         for message in messages:
             attributes = message["Attributes"]
             group = attributes.get("MessageGroupId")
+            sent = int(attributes["SentTimestamp"]) / 1000
+            if sent < oldest:
+                oldest = sent
             rec = Record(
                 partition,
                 offset,
                 message.pop("Body").encode(),
                 group.encode() if group is not None else None,
-                int(attributes["SentTimestamp"]) / 1000,
+                sent,
                 meta=message,
             )
             rec.size += overhead + _metadata_size(message)
@@ -457,6 +499,7 @@ class SQSSource:
             offset += 1
         self._next_offset = offset
         self.received += len(records)
+        self._oldest_age = max(0.0, time.time() - oldest)
         return records
 
     async def settle(
@@ -552,9 +595,24 @@ class SQSSource:
         delivered = [r for r, res in zip(doomed, results, strict=True) if res is None]
         errors = [res for res in results if res is not None]
         if errors:
-            log.error(
-                "dead_letter destination failed; messages stay in the queue",
-                extra={"destination": destination.describe(), "error": repr(errors[0])},
+            self._dead_letter_failures.failed(
+                errors[0],
+                f"{len(errors)} of {len(doomed)} messages stay in the queue and will be received "
+                f"again (destination {destination.describe()})",
+            )
+        else:
+            self._dead_letter_failures.succeeded()
+        if delivered:
+            log.warning(
+                "messages failed on their last allowed receive (max_receives); sent to the "
+                "dead_letter destination and deleted from the queue",
+                extra={
+                    "queue": self.ref.name,
+                    "count": len(delivered),
+                    "messageIds": [r.meta["MessageId"] for r in delivered[:LOGGED_IDS]],
+                    "destination": destination.describe(),
+                    "maxReceives": limit,
+                },
             )
         self.dead_lettered += len(delivered)
         sent = {r.offset for r in delivered}
@@ -580,18 +638,35 @@ class SQSSource:
         handles = _handles(self._all_held())
         for poller in self._pollers.values():
             poller.forget(list(poller.held.values()))
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(ABANDON_TIMEOUT):
                 if self._orphans:
                     await asyncio.wait(self._orphans)
                     handles += [m["ReceiptHandle"] for m in _orphaned_messages(self._orphans)]
                 if handles:
                     await self._change_visibility(handles, release_now_entry, "release")
+        except TimeoutError:
+            log.warning(
+                f"could not release unsettled messages within {ABANDON_TIMEOUT:g} s while "
+                "stopping; they come back after the visibility timeout",
+                extra={"queue": self.ref.name, "count": len(handles)},
+            )
         for receive in self._orphans:
             receive.cancel()
 
     def _all_held(self) -> list[Record]:
         return [rec for poller in self._pollers.values() for rec in poller.held.values()]
+
+    def gauges(self) -> dict[str, dict[str, float]]:
+        """The queue's depth and oldest message age (see the class docstring) while running,
+        from what the source keeps: a scrape makes no SQS call."""
+        if self._depth is None:
+            return {}
+        name = self.ref.name
+        return {
+            "approximate_queue_depth": {name: float(self._depth.visible)},
+            "approximate_oldest_message_age_seconds": {name: self._oldest_age},
+        }
 
     def item_identifier(self, record: Record) -> Any:
         return record.meta["MessageId"]
@@ -638,6 +713,26 @@ class SQSSource:
             "attributes": message["Attributes"],
             "messageAttributes": _lambda_attributes(message.get("MessageAttributes", {})),
         }
+
+    def trace_attributes(self, partition: str) -> Mapping[str, str]:
+        """The batch span's messaging attributes (:class:`streamfn.source.TracedSource`); a
+        poller is no partition of the queue, so only the queue's name."""
+        return {"messaging.destination.name": self.ref.name}
+
+    def trace_carrier(self, record: Record) -> Mapping[str, str]:
+        """A message's upstream trace context: its ``AWSTraceHeader`` system attribute (X-Ray's
+        format, which SQS sets from the sender's trace header) and its string message
+        attributes (``traceparent``, as OpenTelemetry's botocore instrumentation writes it)."""
+        message = record.meta
+        carrier = {
+            name.lower(): attribute["StringValue"]
+            for name, attribute in message.get("MessageAttributes", {}).items()
+            if "StringValue" in attribute
+        }
+        header = message["Attributes"].get("AWSTraceHeader")
+        if header is not None:
+            carrier["x-amzn-trace-id"] = header
+        return carrier
 
 
 def _handles(records: Iterable[Record]) -> list[str]:

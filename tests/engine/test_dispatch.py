@@ -7,9 +7,9 @@ import threading
 from typing import Any
 
 from streamfn import App, Batch, Context
-from streamfn.testing import MemoryDestination, MemorySource
+from streamfn.testing import MemoryDestination, MemorySource, wait_until
 
-from .helpers import FAST_RETRY, wait_until
+from .helpers import FAST_RETRY
 
 
 async def test_timeout_cancels_handler_and_reports_task_timed_out() -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from streamfn import App, Batch, BatchResult, Context
 from streamfn.backoff import retry_delay
-from streamfn.testing import MemoryDestination, MemorySource
+from streamfn.testing import MemoryDestination, MemorySource, wait_until
 
-from .helpers import FAST_RETRY, wait_until
+from .helpers import FAST_RETRY
 
 
 async def test_failing_batch_is_retried_until_success() -> None:

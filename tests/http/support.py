@@ -22,7 +22,7 @@ import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
-from streamfn import App
+from streamfn import App, testing
 from streamfn.connectors import http
 from streamfn.connectors.http.wire import Limits
 
@@ -61,11 +61,8 @@ def log_record(logger_name: str, message: str) -> Iterator[asyncio.Future[loggin
         logger.setLevel(level)
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.005)
+#: Polls a condition; like every wait here, it fails after DEADLINE seconds unless told.
+wait_until = functools.partial(testing.wait_until, timeout=DEADLINE)
 
 
 @dataclass
@@ -264,7 +261,7 @@ async def streamfn_run(
     proc = await start_cli("run", target, "--port", "0", *args, env=env)
     cli = Cli(proc, 0, [])
     try:
-        listening = await cli.read_until(lambda line: line.get("msg") == "listening")
+        listening = await cli.read_until(lambda line: line.get("message") == "listening")
         cli.port = listening["port"]
         yield cli
     finally:

@@ -518,10 +518,10 @@ async def test_cli_serves_the_invoke_api_and_exits_0_on_sigterm(tmp_path: Path) 
         "requestId": response["ResponseMetadata"]["RequestId"],
     }
     assert returncode == 0
-    assert cli.lines[-1]["msg"] == "stopped"
-    listening = next(line for line in cli.lines if line["msg"] == "listening")
+    assert cli.lines[-1]["message"] == "stopped"
+    listening = next(line for line in cli.lines if line["message"] == "listening")
     assert listening["host"] == "127.0.0.1"  # loopback unless told otherwise
-    greeting = next(line for line in cli.lines if line["msg"] == "greeting cli")
+    greeting = next(line for line in cli.lines if line["message"] == "greeting cli")
     assert greeting["requestId"] == response["ResponseMetadata"]["RequestId"]
 
 

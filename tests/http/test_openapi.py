@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 def listening_port(log: Path) -> int | None:
     for line in log.read_text().splitlines():
         record = json.loads(line)
-        if record.get("msg") == "listening":
+        if record.get("message") == "listening":
             port: int = record["port"]
             return port
     return None
