@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import os
 import random
 import signal
@@ -16,21 +17,21 @@ from collections.abc import AsyncIterator, Callable
 from collections.abc import Mapping as MappingType
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 
 from . import tracing
 from .asyncq import EventQueue, MemoryEventQueue, SQLiteEventQueue
+from .aws_mapping import AwsMapping
 from .config import (
     FUNCTION_SETTINGS,
     MAPPING_SETTINGS,
     FunctionConfig,
-    MappingConfig,
     check_settings,
 )
 from .context import ClientContext
-from .destinations import Destination, FunctionDestination
+from .destinations import Destination, FunctionDestination, check_destination
 from .dispatch import Concurrency, Function, InvocationResult
 from .errors import ConfigError, FunctionNotFound, InvocationError
 from .health import DEFAULT_STUCK_AFTER, Health
@@ -41,6 +42,31 @@ from .source import QueueSource, Source
 from .versions import LATEST, Alias, Versions
 
 H = TypeVar("H", bound=Callable[..., Any])
+
+
+def _check_handler(handler: object, name: str, where: str) -> None:
+    """Refuse at registration a handler that cannot be called as ``handler(event, context)``,
+    which is how Lambda, and streamfn, call every handler: a wrong signature would otherwise
+    register, start, and fail every invocation. Defaults, ``*args``, ``functools.partial``,
+    classes and objects with ``__call__`` are judged by :func:`inspect.signature`; a callable
+    that has none (some builtins) is let through."""
+    if not callable(handler):
+        raise ConfigError(f"{where}: {name!r} is a {type(handler).__name__}, not a handler")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        raise ConfigError(
+            f"{where}: handler {name!r} takes {bare}, but it is called with two arguments: "
+            "define it as (event, context)"
+        ) from None
 
 
 class App:
@@ -95,19 +121,25 @@ class App:
         self.ready = False
         self._invoker: AsyncInvoker | None = None
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="streamfn-handler")
-        self._mapping_destinations: list[Destination] = []
         self._concurrency: dict[str, tuple[Concurrency, bool]] = {}  # name -> (pool, explicit)
         self._queue: EventQueue | None = None
         self._add_gauges()
         self.metrics.add_mappings(self.mappings)
 
-    def function(self, name: str | None = None, **settings: Any) -> Callable[[H], H]:
+    @overload
+    def function(self, name: H, /) -> H: ...
+
+    @overload
+    def function(self, name: str | None = None, **settings: Any) -> Callable[[H], H]: ...
+
+    def function(self, name: str | H | None = None, **settings: Any) -> H | Callable[[H], H]:
         """Register a handler ``(event, context)`` as a function, invocable over the Invoke API.
         ``settings`` are :class:`~streamfn.config.FunctionConfig`'s fields, declared and checked
         there: ``timeout``, ``memory_size``, ``reserved_concurrency``, the async settings of
         PutFunctionEventInvokeConfig, ``url`` to opt in to a function URL, and ``version="3"`` to
         register the handler as published version 3 of ``name`` instead of ``$LATEST``. The
-        handler is returned unchanged, so the module still works on Lambda.
+        handler is returned unchanged, so the module still works on Lambda. ``@app.function``
+        without parentheses registers the handler with the default settings.
 
         Example::
 
@@ -116,9 +148,12 @@ class App:
                 return {"hello": event["name"]}
         """
         check_settings(settings, FUNCTION_SETTINGS, "@app.function")
+        if callable(name):  # used bare: the handler itself came as ``name``
+            self._add_function(name, None, settings, "@app.function")
+            return name
 
         def register(handler: H) -> H:
-            self._add_function(handler, name, settings)
+            self._add_function(handler, name, settings, "@app.function")
             return handler
 
         return register
@@ -137,6 +172,8 @@ class App:
         fields in snake_case) and the function's, as :meth:`function` takes them; where both
         have a setting (``maximum_retry_attempts``, and ``on_failure``) it is the mapping's.
         ``aws=`` takes the mapping's CamelCase dict instead; a keyword given here overrides it.
+        Its FunctionName, EventSourceArn and DestinationConfig are checked against the
+        function, the source and ``on_failure`` (:mod:`streamfn.aws_mapping`).
 
         Example::
 
@@ -145,24 +182,39 @@ class App:
                 ...
         """
         check_settings(settings, MAPPING_SETTINGS | FUNCTION_SETTINGS, "@app.consume")
+        if callable(source) and not isinstance(source, Source | QueueSource):
+            raise ConfigError(  # used bare, as @app.consume: nothing would be registered
+                f"@app.consume needs the source first: @app.consume(source, ...) above "
+                f"{getattr(source, '__name__', 'the handler')!r}"
+            )
         mapping = {k: v for k, v in settings.items() if k in MAPPING_SETTINGS}
         function = {k: v for k, v in settings.items() if k not in MAPPING_SETTINGS}
-        config = dataclasses.replace(MappingConfig.from_aws(aws or {}), **mapping)
+        esm = AwsMapping.parse(aws or {}, source)
+        config = dataclasses.replace(esm.config, **mapping)
+        if on_failure is None:  # an explicit on_failure= wins over DestinationConfig
+            on_failure = esm.on_failure
 
         def register(handler: H) -> H:
-            registered = self._add_function(handler, name, function)
+            registered = self._add_function(handler, name, function, "@app.consume")
+            esm.check_function(registered.config)
             self.mappings.append(Mapping(registered, source, config, on_failure))
-            if on_failure is not None:
-                self._mapping_destinations.append(on_failure)
             return handler
 
         return register
 
     def _add_function(
-        self, handler: Callable[..., Any], name: str | None, settings: MappingType[str, Any]
+        self,
+        handler: Callable[..., Any],
+        name: str | None,
+        settings: MappingType[str, Any],
+        where: str,
     ) -> Function:
+        name = name or getattr(handler, "__name__", None)
+        if not name:  # a functools.partial, an object with __call__
+            raise ConfigError(f"{where}: {handler!r} has no __name__: pass name=...")
+        _check_handler(handler, name, where)
         config = FunctionConfig(
-            name=name or handler.__name__,
+            name=name,
             region=self.region,
             account_id=self.account_id,
             **settings,
@@ -232,10 +284,11 @@ class App:
 
     def check(self, name: str, qualifier: str | None = None) -> None:
         """Raise FunctionNotFound unless ``name`` (with ``qualifier``) can be invoked; draws no
-        routing decision."""
+        routing decision. The message names ``$LATEST`` for an unqualified name, as AWS's
+        does."""
         versions = self.versions.get(name)
         if versions is None or not versions.has(qualifier):
-            raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier)}")
+            raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier or LATEST)}")
 
     def resolve(self, name: str, qualifier: str | None = None) -> Function:
         """The function version one invocation runs; an alias with routing weights draws its
@@ -245,7 +298,7 @@ class App:
         versions = self.versions.get(name)
         function = versions.resolve(qualifier, self.rng) if versions is not None else None
         if function is None:
-            raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier)}")
+            raise FunctionNotFound(f"Function not found: {self.arn(name, qualifier or LATEST)}")
         return function
 
     def pinned(self, name: str, qualifier: str | None = None) -> Function | None:
@@ -306,13 +359,33 @@ class App:
                     f"function {name!r} has versions but no $LATEST: register one handler "
                     "for it without version="
                 )
-        destinations: list[Destination | None] = [*self._mapping_destinations]
         for function in self._all_versions():
             self._check_url(function)
-            destinations += [function.config.on_success, function.config.on_failure]
-        for destination in destinations:
+        for _, destination in self._destinations():
             if isinstance(destination, FunctionDestination):
                 destination.bind(self)
+
+    def _destinations(self) -> list[tuple[str, Destination]]:
+        """Every destination of the app's mappings and functions, with the role it plays."""
+        found: list[tuple[str, Destination]] = []
+        for mapping in self.mappings:
+            if mapping.on_failure is not None:
+                found.append((f"on_failure of mapping {mapping.describe()!r}", mapping.on_failure))
+        for function in self._all_versions():
+            for role in ("on_success", "on_failure"):
+                destination = getattr(function.config, role)
+                if destination is not None:
+                    found.append((f"{role} of function {function.name!r}", destination))
+        return found
+
+    async def _check_destinations(self) -> None:
+        """Run every destination's start-up check once, before anything runs, so a missing
+        queue or topic stops the app now, not when a record first needs it."""
+        checked: set[int] = set()
+        for role, destination in self._destinations():
+            if id(destination) not in checked:
+                checked.add(id(destination))
+                await check_destination(destination, role)
 
     def _check_url(self, function: Function) -> None:
         url = function.config.url
@@ -374,6 +447,7 @@ class App:
         invocation (:func:`streamfn.tracing.start`)."""
         tracing.start()
         self._bind()
+        await self._check_destinations()
         self._queue = self._event_queue()
         invoker = AsyncInvoker(
             self,

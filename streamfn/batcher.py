@@ -1,17 +1,21 @@
 """Where records wait for an invocation: a lane releases a batch when batch_size is reached,
 the batching window elapses (counted from the first buffered record) or the next record would
-take the payload past its cap."""
+take the payload past its cap. A lane counts a record as its ``measure`` says: the record's
+``size``, or with Lambda-format events the source's estimate of its share of the event the
+handler receives, so that the cap holds for what is invoked."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from operator import attrgetter
 
 from .checkpoint import Chunk, Indexes
 from .record import Record
 
-_size = attrgetter("size")
+#: A record as the payload cap counts it by default: its ``size``.
+record_size: Callable[[Record], int] = attrgetter("size")
 
 Portion = tuple[Chunk, Indexes]
 
@@ -28,12 +32,28 @@ class Lane:
     slot). A piece is the records of one fetched chunk routed to this lane, in partition order,
     with their indexes in the chunk."""
 
-    __slots__ = ("_limit", "_pieces", "_ready", "_size", "_window", "buffered", "busy")
+    __slots__ = (
+        "_limit",
+        "_measure",
+        "_pieces",
+        "_ready",
+        "_size",
+        "_window",
+        "buffered",
+        "busy",
+    )
 
-    def __init__(self, batch_size: int, window: float, payload_limit: int) -> None:
+    def __init__(
+        self,
+        batch_size: int,
+        window: float,
+        payload_limit: int,
+        measure: Callable[[Record], int] = record_size,
+    ) -> None:
         self._size = batch_size
         self._window = window
         self._limit = payload_limit
+        self._measure = measure
         self._pieces: deque[tuple[Chunk, list[Record], Indexes]] = deque()
         self._ready = asyncio.Event()
         self.buffered = 0
@@ -56,18 +76,20 @@ class Lane:
         out: list[Record] = []
         portions: list[Portion] = []
         budget = self._limit
+        measure = self._measure
         while True:
             full = False
             while pieces and len(out) < self._size:
                 chunk, records, indexes = pieces[0]
                 take = records[: self._size - len(out)]
-                size = sum(map(_size, take))
+                size = sum(map(measure, take))
                 if size > budget:  # cut at the record that would cross the cap
                     n = 0
                     for rec in take:
-                        if rec.size > budget:
+                        share = measure(rec)
+                        if share > budget:
                             break
-                        budget -= rec.size
+                        budget -= share
                         n += 1
                     if n == 0 and not out:
                         n = 1  # oversized on its own; rejected by the caller

@@ -9,8 +9,12 @@ import functools
 import importlib
 import importlib.util
 import logging
+import math
 import os
+import sqlite3
 import sys
+import sysconfig
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from . import logs
 from .app import App
 from .asyncq import DeadLetter, DeadLetterStore
 from .destinations import iso_timestamp
-from .errors import ConfigError, StreamfnError, TargetError, UnknownDeadLetter
+from .errors import ConfigError, DestinationError, StreamfnError, TargetError, UnknownDeadLetter
 from .runtime import run_loop
 
 log = logging.getLogger("streamfn.cli")
@@ -36,7 +40,9 @@ BENCH_CLI = "streamfn.bench.cli"
 
 
 def load_app(target: str) -> App:
-    """Import ``package.module:app`` or ``path/to/file.py:app`` and return the App."""
+    """Import ``package.module:app`` or ``path/to/file.py:app`` and return the App. Whatever
+    the app's code raises while it is imported (a bad setting, a mistyped keyword, a missing
+    package, a syntax error) becomes one line naming the app's file and line."""
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise TargetError(
@@ -56,18 +62,67 @@ def load_app(target: str) -> App:
         else:
             sys.path.insert(0, os.getcwd())
             module = importlib.import_module(module_name)
-    except ConfigError as exc:
-        raise ConfigError(f"invalid configuration in {module_name}: {exc}") from exc
-    except ImportError as exc:
-        raise TargetError(f"cannot import {module_name!r}: {exc}") from exc
-    except SyntaxError as exc:
-        raise TargetError(f"syntax error in {module_name!r}: {exc}") from exc
+    except TargetError:
+        raise
+    except Exception as exc:
+        raise _import_error(exc, module_name) from exc
     app = getattr(module, attr, None)
     if app is None:
         raise TargetError(f"{module_name!r} has no attribute {attr!r}")
     if not isinstance(app, App):
         raise TargetError(f"{target!r} is a {type(app).__name__}, not a streamfn.App")
     return app
+
+
+def _import_error(exc: Exception, module_name: str) -> StreamfnError:
+    """The one-line error for an app that failed to import: ``file:line: message`` at the
+    innermost line of the app's own code the error passed through."""
+    line = _app_line(exc)
+    if isinstance(exc, ConfigError):
+        return ConfigError(
+            f"{line}: {exc}" if line else f"invalid configuration in {module_name}: {exc}"
+        )
+    if line is not None:
+        message = exc.msg if isinstance(exc, SyntaxError) else exc  # its str repeats the line
+        return TargetError(f"{line}: {type(exc).__name__}: {message}")
+    if isinstance(exc, ImportError):
+        return TargetError(f"cannot import {module_name!r}: {exc}")
+    return TargetError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}")
+
+
+def _app_line(exc: BaseException) -> str | None:
+    """``file:line`` of the innermost frame of ``exc``'s traceback in the app's own code, or
+    for a SyntaxError in the app's code, the line that does not parse."""
+    if isinstance(exc, SyntaxError) and exc.filename and _in_app(exc.filename):
+        return f"{exc.filename}:{exc.lineno}"
+    line = None
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if _in_app(frame.f_code.co_filename):
+            line = f"{frame.f_code.co_filename}:{lineno}"
+    return line
+
+
+#: Where code that is not the app's lives: streamfn (its connectors may be a symlink, resolved
+#: here), Python's own modules and installed packages.
+_LIBRARY_DIRS = tuple(
+    {
+        str(Path(__file__).resolve().parent),
+        str((Path(__file__).parent / "connectors").resolve()),
+        *(
+            str(Path(sysconfig.get_path(name)).resolve())
+            for name in ("stdlib", "platstdlib", "purelib", "platlib")
+        ),
+    }
+)
+
+
+def _in_app(filename: str) -> bool:
+    """Whether code is the app's: not compiled from a string or frozen, and in none of
+    :data:`_LIBRARY_DIRS`."""
+    if filename.startswith("<"):
+        return False
+    path = str(Path(filename).resolve())
+    return not any(path.startswith(directory + os.sep) for directory in _LIBRARY_DIRS)
 
 
 def _http_server(host: str, port: int, *, operational_only: bool = False) -> Callable[..., Any]:
@@ -82,24 +137,81 @@ def _http_server(host: str, port: int, *, operational_only: bool = False) -> Cal
     return functools.partial(http.serve, host=host, port=port, operational_only=operational_only)
 
 
+class _FromEnv(str):
+    """An option's value taken from an environment variable, as its default. argparse converts
+    a string default with the option's ``type`` just as a value given on the command line, so a
+    bad one fails the same way (exit 2, one line); the message adds the variable's name, as the
+    user may not know it is set."""
+
+    variable: str
+
+
+def _env(variable: str, default: str | None = None) -> str | None:
+    """``variable``'s value as an option's default, or ``default`` when it is not set."""
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    found = _FromEnv(value)
+    found.variable = variable
+    return found
+
+
+def _quoted(value: str) -> str:
+    """``value`` quoted, and where it came from when that was not the command line."""
+    return f"{value!r} from {value.variable}" if isinstance(value, _FromEnv) else repr(value)
+
+
+def _invalid(value: str, expected: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"{_quoted(value)} is not {expected}")
+
+
 def _port(value: str) -> int:
-    port = int(value)
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
+        raise _invalid(value, "a port number (0-65535)")
     return port
 
 
-def _positive(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _seconds(value: str) -> float:
+    number = _number(value)
+    if number is None or number < 0:
+        raise _invalid(value, "a number of seconds >= 0")
     return number
 
 
-def _log_format(value: str) -> str:
-    if value not in logs.FORMATS:
-        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(logs.FORMATS)}")
-    return value
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise _invalid(value, "a whole number >= 1")
+    return count
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    """A ``type`` that checks the value against ``choices``, as argparse's ``choices`` does
+    for the command line only (not for a default, so not for an environment variable)."""
+
+    def choice(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {_quoted(value)} (choose from {', '.join(map(repr, choices))})"
+            )
+        return str(value)
+
+    return choice
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,13 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", help="package.module:app or path/to/file.py:app")
     run.add_argument(
         "--host",
-        default=os.environ.get("STREAMFN_HOST", "127.0.0.1"),
+        default=_env("STREAMFN_HOST", "127.0.0.1"),
         help="HTTP bind address (default 127.0.0.1, env STREAMFN_HOST)",
     )
     run.add_argument(
         "--port",
         type=_port,
-        default=os.environ.get("STREAMFN_PORT", "9000"),
+        default=_env("STREAMFN_PORT", "9000"),
         help="HTTP port (default 9000, env STREAMFN_PORT)",
     )
     run.add_argument(
@@ -128,39 +240,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port",
         type=_port,
-        default=os.environ.get("STREAMFN_METRICS_PORT"),
+        default=_env("STREAMFN_METRICS_PORT"),
         help="also serve only /health, /ready and /metrics on this port of --host (env "
         "STREAMFN_METRICS_PORT; default: none, as --port serves them unless --no-http)",
     )
     run.add_argument(
         "--stuck-after",
-        type=_positive,
-        default=os.environ.get("STREAMFN_STUCK_AFTER"),
+        type=_seconds,
+        default=_env("STREAMFN_STUCK_AFTER"),
         help="seconds a partition may hold records without progress before /health fails "
         "(env STREAMFN_STUCK_AFTER; default: the App's stuck_after, 300)",
     )
     run.add_argument(
         "--state-dir",
-        default=os.environ.get("STREAMFN_STATE_DIR"),
+        default=_env("STREAMFN_STATE_DIR"),
         help="directory of the durable async event queue and dead letters (env "
         f"STREAMFN_STATE_DIR; default: the App's state_dir, else {DEFAULT_STATE_DIR} when "
         "serving HTTP)",
     )
     run.add_argument(
         "--log-level",
-        default=os.environ.get("STREAMFN_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
+        type=_choice("debug", "info", "warning", "error"),
+        default=_env("STREAMFN_LOG_LEVEL", "info"),
+        help="debug, info (default), warning or error (env STREAMFN_LOG_LEVEL)",
     )
     run.add_argument(
         "--log-format",
-        type=_log_format,
-        default=os.environ.get("STREAMFN_LOG_FORMAT", "json"),
+        type=_choice(*logs.FORMATS),
+        default=_env("STREAMFN_LOG_FORMAT", "json"),
         help="json: Lambda's JSON log keys, one object per line (default); text: for a terminal "
         "(env STREAMFN_LOG_FORMAT)",
     )
     run.add_argument(
         "--shutdown-timeout",
-        type=_positive,
+        type=_seconds,
         default=None,
         help="seconds in-flight batches may take to finish on SIGTERM/SIGINT "
         "(overrides each mapping's shutdown_timeout)",
@@ -199,12 +312,12 @@ def _add_dlq_parser(sub: Any) -> None:
     state = argparse.ArgumentParser(add_help=False)
     state.add_argument(
         "--state-dir",
-        default=os.environ.get("STREAMFN_STATE_DIR", DEFAULT_STATE_DIR),
+        default=_env("STREAMFN_STATE_DIR", DEFAULT_STATE_DIR),
         help=f"the worker's state directory (env STREAMFN_STATE_DIR, default {DEFAULT_STATE_DIR})",
     )
     listing = actions.add_parser("list", parents=[state], help="one line per dead letter")
     listing.add_argument("--function", help="only this function's")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=_count, default=100, help="at most this many (100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser(
         "show", parents=[state], help="a dead letter's payload and invocation record"
@@ -220,7 +333,10 @@ def _add_dlq_parser(sub: Any) -> None:
 
 
 def _dlq(args: argparse.Namespace) -> int:
-    store = DeadLetterStore(args.state_dir)
+    try:
+        store = DeadLetterStore(args.state_dir)
+    except sqlite3.DatabaseError as exc:  # a state directory holding some other file
+        raise ConfigError(f"cannot read the event queue in {args.state_dir}: {exc}") from exc
     try:
         if args.action == "list":
             _print_letters(store.letters(args.function, args.limit), as_json=args.json)
@@ -309,6 +425,9 @@ def _run(args: argparse.Namespace) -> int:
         if source is None:
             raise
         log.error("stopped on error", extra={"app": app.name, "error": str(_first(source))})
+        return 1
+    except DestinationError as exc:  # a destination's start-up check could not reach it
+        log.error("stopped on error", extra={"app": app.name, "error": str(exc)})
         return 1
     log.info("stopped", extra={"app": app.name})
     return 0

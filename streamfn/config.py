@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -218,7 +218,8 @@ class MappingConfig:
                 "event_format", self.event_format, "'native' or 'lambda'"
             )
         _check_int("payload_limit", self.payload_limit, 1, 1 << 40)
-        _check_number("retry_base_delay", self.retry_base_delay, 0.0, 3600)
+        # Not 0: every retry of a failing batch would follow at once, a tight loop.
+        _check_number("retry_base_delay", self.retry_base_delay, 0.001, 3600)
         _check_number("retry_max_delay", self.retry_max_delay, self.retry_base_delay, 86_400)
         _check_number("shutdown_timeout", self.shutdown_timeout, 0, 3600)
 
@@ -240,15 +241,27 @@ class MappingConfig:
 
     @classmethod
     def from_aws(cls, data: Mapping[str, Any]) -> MappingConfig:
-        """Build from a CreateEventSourceMapping-shaped dict (CamelCase), e.g. copied from AWS."""
-        unknown = set(data) - set(_AWS_FIELDS) - _AWS_IGNORED
+        """Build from a CreateEventSourceMapping-shaped dict (CamelCase), e.g. copied from AWS.
+        No field is dropped unnoticed: a field is a setting, or bookkeeping that changes
+        nothing streamfn does (:data:`_AWS_BOOKKEEPING`, checked for shape), or it is refused
+        by name. Refused are the fields streamfn takes from elsewhere or does not offer, and
+        those naming the function, the source and the on-failure destination
+        (:data:`AWS_CONSUME_FIELDS`), which only ``App.consume(aws=...)`` can check against
+        what it is given (:mod:`streamfn.aws_mapping`)."""
+        unknown = set(data) - set(_AWS_FIELDS) - _AWS_BOOKKEEPING.keys() - _AWS_REFUSED.keys()
         if unknown:
             raise ConfigError(
                 f"unknown event source mapping field(s): {', '.join(sorted(unknown))}"
             )
         kwargs: dict[str, Any] = {}
         for aws_name, value in data.items():
-            if aws_name in _AWS_IGNORED:
+            if aws_name in _AWS_REFUSED:
+                raise ConfigError(
+                    f"event source mapping field {aws_name}: {_AWS_REFUSED[aws_name]}"
+                )
+            if aws_name in _AWS_BOOKKEEPING:
+                if not _AWS_BOOKKEEPING[aws_name](value):
+                    raise ConfigError(f"event source mapping field {aws_name}={value!r} is invalid")
                 continue
             name = _AWS_FIELDS[aws_name]
             if aws_name == "ScalingConfig":
@@ -274,21 +287,38 @@ _AWS_FIELDS: dict[str, str] = {
     "StartingPositionTimestamp": "starting_position_timestamp",
     "Enabled": "enabled",
 }
-# Fields that name the source or the target; streamfn takes those from the Source and the decorator.
-_AWS_IGNORED = {
-    "EventSourceArn",
-    "FunctionName",
-    "Topics",
-    "Queues",
-    "DestinationConfig",
-    "SelfManagedEventSource",
-    "SourceAccessConfigurations",
-    "AmazonManagedKafkaEventSourceConfig",
-    "SelfManagedKafkaEventSourceConfig",
-    "Tags",
-    "KMSKeyArn",
-    "MetricsConfig",
-    "ProvisionedPollerConfig",
+#: Fields that name what ``App.consume`` is given directly: checked there against the function
+#: and the source, or (DestinationConfig) turned into the mapping's on_failure destination.
+AWS_CONSUME_FIELDS = frozenset({"FunctionName", "EventSourceArn", "DestinationConfig"})
+_METRICS = frozenset({"EventCount", "ErrorCount", "KafkaMetrics"})
+#: AWS bookkeeping that changes nothing streamfn does, accepted when well formed: resource tags;
+#: the KMS key AWS encrypts the stored filter criteria with (streamfn stores them nowhere);
+#: the mapping metrics AWS emits on request (streamfn's are always on, at /metrics).
+_AWS_BOOKKEEPING: dict[str, Callable[[Any], bool]] = {
+    "Tags": lambda v: isinstance(v, Mapping) and all(isinstance(x, str) for x in (*v, *v.values())),
+    "KMSKeyArn": lambda v: isinstance(v, str),
+    "MetricsConfig": lambda v: (
+        isinstance(v, Mapping) and set(v) <= {"Metrics"} and set(v.get("Metrics") or ()) <= _METRICS
+    ),
+}
+_KAFKA_SOURCE = "set it on the KafkaSource"
+#: Fields that would change what streamfn does but are set elsewhere or not offered.
+_AWS_REFUSED = {
+    **dict.fromkeys(
+        AWS_CONSUME_FIELDS,
+        "it names what App.consume(source, aws=...) is given, "
+        "which checks it; MappingConfig holds the mapping's settings only",
+    ),
+    "Topics": f"the topics to read; {_KAFKA_SOURCE} (topic=)",
+    "SelfManagedEventSource": f"the brokers to read; {_KAFKA_SOURCE} (bootstrap_servers=)",
+    "AmazonManagedKafkaEventSourceConfig": f"the consumer group; {_KAFKA_SOURCE} (group_id=)",
+    "SelfManagedKafkaEventSourceConfig": f"the consumer group; {_KAFKA_SOURCE} (group_id=)",
+    "SourceAccessConfigurations": "how to authenticate; configure it on the source",
+    "ProvisionedPollerConfig": (
+        "streamfn has no provisioned mode: it polls every partition it owns (Kafka, Kinesis, "
+        "DynamoDB) or up to maximum_concurrency pollers (SQS)"
+    ),
+    "Queues": "Amazon MQ queues; streamfn has no Amazon MQ source",
 }
 
 

@@ -30,6 +30,32 @@ class Destination(Protocol):
     def describe(self) -> str: ...
 
 
+@runtime_checkable
+class CheckedDestination(Destination, Protocol):
+    """A destination that can tell before the app starts whether it will be able to store
+    records. The app calls :meth:`check` once on start-up for every destination it was given,
+    so a misnamed queue or topic stops the worker at once instead of surfacing when a record
+    first fails, possibly days later. Optional: a destination without it is used unchecked."""
+
+    async def check(self) -> None:
+        """Raise :class:`~streamfn.errors.ConfigError` when the destination as configured
+        cannot store records (a missing queue or topic, a path that cannot be written), or
+        :class:`~streamfn.errors.DestinationError` when it cannot be reached now. Leaves no
+        connection open: nobody may close the destination afterwards."""
+
+
+async def check_destination(destination: Destination, role: str) -> None:
+    """Run ``destination``'s start-up check, if it has one, naming its ``role`` (e.g.
+    ``"on_failure of function 'orders'"``) in the error: an app may hold several destinations
+    of one kind, and the message must say which one is wrong."""
+    if not isinstance(destination, CheckedDestination):
+        return
+    try:
+        await destination.check()
+    except (ConfigError, DestinationError) as exc:
+        raise type(exc)(f"{role}: {exc}") from exc
+
+
 def iso_timestamp(epoch: float | None = None) -> str:
     """ISO-8601 UTC with milliseconds, as Lambda writes ``timestamp`` fields."""
     t = time.time() if epoch is None else epoch
@@ -84,6 +110,30 @@ class FileDestination:
 
     def describe(self) -> str:
         return f"file://{self.path}"
+
+    async def check(self) -> None:
+        """Refuse a path that cannot be appended to: a directory, a file that is not
+        writable, or a new file whose nearest existing ancestor is not a writable directory
+        (:meth:`send` creates the missing directories). Creates nothing."""
+        try:
+            problem = await asyncio.to_thread(self._unwritable)
+        except OSError as exc:  # e.g. a directory on the way that may not be searched
+            problem = f"cannot be checked: {exc}"
+        if problem is not None:
+            raise ConfigError(f"FileDestination {str(self.path)!r}: {problem}")
+
+    def _unwritable(self) -> str | None:
+        path = self.path.absolute()
+        if path.exists():
+            if path.is_dir():
+                return "is a directory"
+            return None if os.access(path, os.W_OK) else "the file is not writable"
+        ancestor = next(parent for parent in path.parents if parent.exists())
+        if not ancestor.is_dir():
+            return f"cannot be created: {ancestor} is not a directory"
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            return f"cannot be created: directory {ancestor} is not writable"
+        return None
 
     async def send(self, record: Mapping[str, Any], *, key: bytes | None = None) -> None:
         line = orjson.dumps(record) + b"\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures.thread
 import contextvars
 import functools
 import inspect
@@ -22,16 +23,21 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from . import tracing
 from .config import FunctionConfig
 from .context import ClientContext, Context, FunctionInfo
 from .destinations import iso_timestamp
 from .errors import TooManyRequests
 from .metrics import AppMetrics
+from .record import BatchResult
 
 Handler = Callable[[Any, Context], Any]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: Where the worker thread that runs a plain ``def`` handler starts: its first frame.
+_WORKER_THREAD = concurrent.futures.thread.__file__
 
 #: The request id of the invocation running in this task, for log lines.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -72,8 +78,12 @@ class FunctionError(Exception):
 def error_object(exc: BaseException, request_id: str) -> dict[str, Any]:
     """Lambda's Python runtime error payload: errorMessage, errorType, requestId, stackTrace."""
     frames = traceback.extract_tb(exc.__traceback__)
-    # Drop streamfn's own frames, as the Lambda runtime drops bootstrap.py's.
+    # Drop streamfn's own frames, as the Lambda runtime drops bootstrap.py's, and the worker
+    # thread's entry that ran a plain ``def`` handler: the trace starts at the handler, as on
+    # AWS.
     user = [f for f in frames if not f.filename.startswith(_PACKAGE_DIR)]
+    if user and user[0].filename == _WORKER_THREAD:
+        del user[0]
     return {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
@@ -83,11 +93,24 @@ def error_object(exc: BaseException, request_id: str) -> dict[str, Any]:
 
 
 def timeout_object(timeout: float, request_id: str) -> dict[str, Any]:
+    """Lambda's error payload for an invocation cut at its timeout, as AWS answers it today:
+    only ``errorType`` and ``errorMessage`` (the platform reports it, not the runtime, so there
+    is no ``requestId`` or ``stackTrace``). The same object is the mapping paths' error and the
+    failure logs', so every consumer reads ``stackTrace`` as optional."""
     return {
-        "errorMessage": (
-            f"{iso_timestamp()} {request_id} Task timed out after {timeout:.2f} seconds"
-        ),
         "errorType": "Sandbox.Timedout",
+        "errorMessage": (
+            f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
+        ),
+    }
+
+
+def marshal_error(exc: Exception, request_id: str) -> dict[str, Any]:
+    """Lambda's Python runtime error payload for a value it cannot serialise to JSON: the
+    handler has returned, so there is no stack trace."""
+    return {
+        "errorMessage": f"Unable to marshal response: {exc}",
+        "errorType": "Runtime.MarshalError",
         "requestId": request_id,
         "stackTrace": [],
     }
@@ -273,7 +296,11 @@ class Function:
         self.name = config.name
         self.version = config.version
         self.timeout = config.timeout
-        self.is_async = inspect.iscoroutinefunction(handler)
+        # An object whose class has an async __call__ is awaited too: inspect looks through
+        # functions, methods and partials only.
+        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            type(handler).__call__
+        )
         self._executor = executor
         self.concurrency = concurrency or Concurrency(config.reserved_concurrency)
         metrics = metrics or AppMetrics()
@@ -348,22 +375,41 @@ class Function:
         return result
 
     def _report(self, request_id: str, elapsed: float) -> str:
+        """Lambda's END and REPORT lines. Every REPORT field ends with a tab, the last one
+        too, as AWS writes it. AWS adds ``Init Duration`` on an environment's first
+        invocation; streamfn has no such phase (the handler's module was imported when the
+        app loaded), so it never writes one."""
         ms = elapsed * 1000
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         return (
             f"END RequestId: {request_id}\n"
             f"REPORT RequestId: {request_id}\tDuration: {ms:.2f} ms\t"
             f"Billed Duration: {max(1, round(ms + 0.5))} ms\t"
-            f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {rss_mb} MB\n"
+            f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {rss_mb} MB\t\n"
         )
 
     async def run(self, event: Any, ctx: Context) -> InvocationResult:
-        """:meth:`call`, with the outcome as a result rather than an exception."""
+        """:meth:`call`, with the outcome as a result rather than an exception. Lambda's runtime
+        serialises every value a handler returns, so one that is not JSON is a function error
+        (``Runtime.MarshalError``) whoever invoked it: a mapping retries the batch, an
+        asynchronous invocation is retried. ``None`` is returned as is, at no cost; so is a
+        :class:`~streamfn.record.BatchResult`, the native partial batch response that a
+        mapping turns into Lambda's dict itself."""
+        request_id = ctx.aws_request_id
         try:
             value = await self.call(event, ctx)
         except FunctionError as failure:
-            return InvocationResult(ctx.aws_request_id, None, failure.error, self.version)
-        return InvocationResult(ctx.aws_request_id, value, None, self.version)
+            return InvocationResult(request_id, None, failure.error, self.version)
+        if value is not None and not isinstance(value, BatchResult):
+            try:
+                # Lambda's runtime uses json.dumps, which accepts int (and other scalar) keys.
+                orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            except TypeError as exc:
+                self._errors.inc()
+                return InvocationResult(
+                    request_id, None, marshal_error(exc, request_id), self.version
+                )
+        return InvocationResult(request_id, value, None, self.version)
 
     async def call(self, event: Any, ctx: Context) -> Any:
         """Call the handler under the function timeout, holding (then releasing) the concurrency

@@ -22,6 +22,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from . import tracing
@@ -47,13 +48,15 @@ INVALID_RESPONSE = "InvalidBatchResponse"
 
 Failure = tuple[int, dict[str, Any]]
 
+_timestamp = attrgetter("timestamp")
+
 
 class Abandoned(Exception):
     """The partition stopped while this batch was still unsettled."""
 
 
 class _InvalidResponse(Exception):
-    """A partial batch response names no record the engine can find; the message says why."""
+    """A partial batch response Lambda takes as a complete failure; the message says why."""
 
 
 def response_error(error_type: str, message: str) -> dict[str, Any]:
@@ -61,40 +64,66 @@ def response_error(error_type: str, message: str) -> dict[str, Any]:
     return {"errorType": error_type, "errorMessage": message}
 
 
-def _offset(source: Source | QueueSource, partition: str, failure: Any) -> int:
-    """The offset a batchItemFailures entry (or a Record in a BatchResult) names."""
-    if isinstance(failure, Record):
-        return failure.offset
-    if isinstance(failure, dict):
-        failure = failure["itemIdentifier"]
-    if failure is None or failure == "":
-        raise ValueError("empty itemIdentifier")
-    return source.identify(partition, failure)
-
-
-def _failed_offsets(
-    source: Source | QueueSource, partition: str, value: BatchResult | Mapping[str, Any]
+def _failed_indexes(
+    source: Source | QueueSource,
+    partition: str,
+    batch: Sequence[Record],
+    value: BatchResult | Mapping[str, Any],
 ) -> list[int] | None:
-    """The offsets a partial batch response names, None when it names none (a success); raises
-    :class:`_InvalidResponse` for a response the engine cannot honour."""
+    """The indexes in ``batch`` of the records a partial batch response names; None when it
+    names none (a success: ``batchItemFailures`` empty, null or absent).
+
+    Raises :class:`_InvalidResponse` for what Lambda takes as a complete failure, whatever the
+    other entries name, so that no record is committed on the strength of an answer the engine
+    cannot read: ``batchItemFailures`` that is not a list, an entry that is not an object with
+    an ``itemIdentifier`` key (a bare identifier included), an identifier that is null, empty,
+    or not the source's kind (:meth:`~streamfn.source.Source.identify`), or one naming no
+    record of this batch. A :class:`BatchResult` lists identifiers without the object around
+    them, or the batch's own records: a record of another batch (an earlier delivery, another
+    partition) names nothing here.
+    """
+    from_result = isinstance(value, BatchResult)
+    entries: Sequence[Any]
     if isinstance(value, BatchResult):
-        failures: Sequence[Any] = value.failures
+        entries = value.failures
     else:
         listed = value.get("batchItemFailures")
         if listed is None:
             return None
         if not isinstance(listed, list):
             raise _InvalidResponse(f"batchItemFailures is a {type(listed).__name__}, not a list")
-        failures = listed
-    offsets = []
-    for failure in failures:
+        entries = listed
+    if not entries:
+        return None
+    where = {rec.offset: i for i, rec in enumerate(batch)}
+    indexes = []
+    for entry in entries:
+        if from_result and isinstance(entry, Record):
+            i = where.get(entry.offset)
+            if i is None or batch[i] is not entry:
+                raise _InvalidResponse(f"{entry!r} is not a record of this batch")
+            indexes.append(i)
+            continue
+        if from_result:
+            identifier = entry
+        elif not isinstance(entry, Mapping):
+            raise _InvalidResponse(f"{entry!r} is not an object with an itemIdentifier")
+        elif "itemIdentifier" not in entry:
+            raise _InvalidResponse(f"{entry!r} has no itemIdentifier")
+        else:
+            identifier = entry["itemIdentifier"]
+        if identifier is None or (isinstance(identifier, str) and not identifier):
+            what = "a null" if identifier is None else "an empty"
+            raise _InvalidResponse(f"{what} itemIdentifier in {entry!r}")
         try:
-            offsets.append(_offset(source, partition, failure))
-        except KeyError:
-            raise _InvalidResponse(f"{failure!r} has no itemIdentifier") from None
+            offset = source.identify(partition, identifier)
         except (ValueError, TypeError) as exc:
-            raise _InvalidResponse(f"invalid itemIdentifier in {failure!r}: {exc}") from None
-    return offsets or None
+            raise _InvalidResponse(f"invalid itemIdentifier in {entry!r}: {exc}") from None
+        i = where.get(offset)
+        if i is None:
+            raise _InvalidResponse(f"itemIdentifier {identifier!r} is not in the batch")
+        indexes.append(i)
+    return indexes
 
 
 def _records(n: int) -> str:
@@ -275,18 +304,15 @@ class StreamOutcome(_Policy):
         if not self.report_failures or not is_partial_response(value):
             return None
         try:
-            offsets = _failed_offsets(self.source, partition, value)
+            failed = _failed_indexes(self.source, partition, batch, value)
         except _InvalidResponse as exc:
             return -1, response_error(INVALID_RESPONSE, f"{exc}; the whole batch failed")
-        if offsets is None:
+        if failed is None:
             return None
-        lowest = min(offsets)
-        for i, rec in enumerate(batch):
-            if rec.offset == lowest:
-                message = f"{len(offsets)} of {len(batch)} records failed, from offset {lowest}"
-                return i, response_error(ITEM_FAILURES, message)
-        message = f"offset {lowest} is not in the batch; the whole batch failed"
-        return -1, response_error(INVALID_RESPONSE, message)
+        lowest = min(failed)  # the batch is in partition order
+        count = len(set(failed))
+        message = f"{count} of {len(batch)} records failed, from offset {batch[lowest].offset}"
+        return lowest, response_error(ITEM_FAILURES, message)
 
     def _giving_up(self) -> str:
         """What happens to a batch out of retries."""
@@ -297,15 +323,33 @@ class StreamOutcome(_Policy):
     async def _drop_expired(
         self, partition: str, batch: list[Record], invokes: int, stop: asyncio.Event
     ) -> list[Record]:
+        """``batch`` without its records older than ``maximum_record_age``, which go to
+        on_failure (or are discarded) first.
+
+        Every record is judged, not the first: a Kafka record's CreateTime is the producer's
+        clock, so an old record may follow fresh ones. Each run of expired records next to one
+        another is one on-failure record, because its batch info names a range (first to last
+        record) that a reader fetches again from the stream; the fresh records are invoked
+        together, in order. Nothing of the batch is checkpointed until all of it has settled,
+        so sending an expired record before the fresh ones around it were invoked loses
+        nothing.
+        """
         oldest_allowed = time.time() - self.max_age
-        if batch[0].timestamp >= oldest_allowed:
+        if min(map(_timestamp, batch)) >= oldest_allowed:
             return batch
-        expired = [r for r in batch if r.timestamp < oldest_allowed]
-        if len(expired) == len(batch):
-            await self._give_up(partition, batch, RECORD_AGE_EXCEEDED, invokes, None, stop)
-            return []
-        await self._give_up(partition, expired, RECORD_AGE_EXCEEDED, invokes, None, stop)
-        return [r for r in batch if r.timestamp >= oldest_allowed]
+        fresh: list[Record] = []
+        expired: list[Record] = []
+        for rec in batch:
+            if rec.timestamp < oldest_allowed:
+                expired.append(rec)
+                continue
+            if expired:
+                await self._give_up(partition, expired, RECORD_AGE_EXCEEDED, invokes, None, stop)
+                expired = []
+            fresh.append(rec)
+        if expired:
+            await self._give_up(partition, expired, RECORD_AGE_EXCEEDED, invokes, None, stop)
+        return fresh
 
     async def _give_up(
         self,
@@ -468,11 +512,12 @@ class QueueOutcome(_Policy):
     async def reject_oversized(self, partition: str, record: Record, stop: asyncio.Event) -> None:
         await self.source.settle(partition, (), [record])
         self.stats.partition(partition).returned += 1
+        size = self.source.event_size(record) if self.lambda_format else record.size
         self.failures.report(
             partition,
             "oversized",
             logging.WARNING,
-            f"message of {record.size} bytes is over the payload cap: back to the queue",
+            f"message of {size} bytes is over the payload cap: back to the queue",
             {"condition": PAYLOAD_TOO_LARGE, **self._batch_fields([record])},
         )
 
@@ -500,16 +545,12 @@ class QueueOutcome(_Policy):
         if not self.report_failures or not is_partial_response(value):
             return None
         try:
-            offsets = _failed_offsets(self.source, partition, value)
+            indexes = _failed_indexes(self.source, partition, records, value)
         except _InvalidResponse as exc:
             error = response_error(INVALID_RESPONSE, f"{exc}; the whole batch failed")
             return {r.offset for r in records}, error
-        if offsets is None:
+        if indexes is None:
             return None
-        failed = set(offsets)
-        everything = {r.offset for r in records}
-        if not failed <= everything:
-            message = "batchItemFailures names messages not in the batch; the whole batch failed"
-            return everything, response_error(INVALID_RESPONSE, message)
+        failed = {records[i].offset for i in indexes}
         message = f"{len(failed)} of {len(records)} messages failed"
         return failed, response_error(ITEM_FAILURES, message)

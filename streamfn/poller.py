@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from zlib import crc32
 
+import orjson
+
 from .backoff import retry_delay
-from .batcher import Lane
+from .batcher import Lane, record_size
 from .checkpoint import Checkpoint, Chunk, Indexes
 from .config import MappingConfig
 from .errors import SourceError
@@ -57,7 +59,16 @@ class PartitionRunner:
         self.stats = stats
         self.failures = failures
         stats.last_progress = time.monotonic()
-        self.payload_limit = config.payload_limit
+        # With Lambda-format events the cap is on the event the handler receives: a record
+        # counts as the source's estimate of its share, and the fields around the records
+        # (measured once, on an event without records) come off the cap.
+        self.measure: Callable[[Record], int] = record_size
+        envelope = 0
+        if config.event_format == "lambda":
+            self.measure = source.event_size
+            envelope = len(orjson.dumps(source.lambda_event(partition, [])))
+        #: The cap on the records of a batch: the payload cap less the event's own fields.
+        self.payload_limit = config.payload_limit - envelope
         self.matches = filter_criteria.matches if filter_criteria is not None else None
         self._stream: Source | None = None
         self._queue: QueueSource | None = None
@@ -67,7 +78,12 @@ class PartitionRunner:
             self._stream = source
         self.queue = self._queue is not None
         self.lanes = [
-            Lane(config.batch_size, config.maximum_batching_window, config.payload_limit)
+            Lane(
+                config.batch_size,
+                config.maximum_batching_window,
+                self.payload_limit,
+                self.measure,
+            )
             for _ in range(config.parallelization_factor)
         ]
         self.checkpoint = Checkpoint()
@@ -215,6 +231,7 @@ class PartitionRunner:
     async def _drive(self, lane: Lane) -> None:
         outcome = self.outcome
         limit = self.payload_limit
+        measure = self.measure
         stop = self._stop
         stats = self.stats
         failures = self.failures
@@ -223,7 +240,7 @@ class PartitionRunner:
             records, portions = await lane.next_batch()
             lane.busy = True
             try:
-                if len(records) == 1 and records[0].size > limit:
+                if len(records) == 1 and measure(records[0]) > limit:
                     await outcome.reject_oversized(self.partition, records[0], stop)
                 else:
                     await outcome.settle(self.partition, records, stop)

@@ -58,6 +58,14 @@ class Source(Protocol):
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         """The exact AWS event for these records (``event_format="lambda"``)."""
 
+    def event_size(self, record: Record) -> int:
+        """At least the bytes ``record`` adds to its :meth:`lambda_event` as JSON, the comma
+        after it included, worked out from lengths without encoding it (base64 text is 4/3 of
+        its bytes). With ``event_format="lambda"`` this is what the payload cap counts, so that
+        no handler receives an event over it; the event's fields around its records are
+        measured once per partition. Called about once per record as batches form, so a few
+        lengths and sums, not an encoding."""
+
     def batch_info(self, partition: str, records: Sequence[Record]) -> tuple[str, dict[str, Any]]:
         """The on-failure record's batch section, e.g. ``("KinesisBatchInfo", {...})``."""
 
@@ -96,6 +104,9 @@ class QueueSource(Protocol):
         """The offset of the record named by ``item_identifier``; ``ValueError`` if invalid."""
 
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]: ...
+
+    def event_size(self, record: Record) -> int:
+        """As :meth:`Source.event_size`."""
 
     def filter_view(self, record: Record) -> dict[str, Any]: ...
 

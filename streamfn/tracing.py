@@ -154,7 +154,8 @@ class Invocation:
                 {
                     "exception.type": error["errorType"],
                     "exception.message": error["errorMessage"],
-                    "exception.stacktrace": "".join(error["stackTrace"]),
+                    # a timeout's error object has none
+                    "exception.stacktrace": "".join(error.get("stackTrace", ())),
                 },
             )
             span.set_status(Status(StatusCode.ERROR, error["errorMessage"]))

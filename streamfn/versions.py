@@ -1,4 +1,5 @@
-"""Versions and aliases of a function, and how a qualifier picks the one that runs.
+"""Versions and aliases of a function, how a qualifier picks the one that runs, and the
+FunctionName forms that name a function and its qualifier.
 
 On Lambda a version is an immutable snapshot of ``$LATEST``; here it is a handler registered (or
 published) under a number. An alias names a version and may send a share of its invocations to a
@@ -9,14 +10,47 @@ here rather than at registration.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .config import check_alias_name
 from .dispatch import Function
 from .errors import ConfigError
 
 LATEST = "$LATEST"
+
+#: Lambda's FunctionName as its service model constrains it and its ValidationException quotes
+#: it (a Java regular expression that Python reads alike): a name, a partial ARN
+#: (``123456789012:function:name``) or a full ARN, each with an optional ``:qualifier``.
+FUNCTION_NAME = re.compile(
+    r"(arn:(aws[a-zA-Z-]*)?:lambda:)?((eusc-)?[a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
+    r"(\d{12}:)?(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9-_]+))?"
+)
+
+
+class FunctionName(NamedTuple):
+    """What a FunctionName says: the region and account of an ARN, the function's name and
+    the qualifier appended to it (each None when not given)."""
+
+    region: str | None
+    account: str | None
+    name: str
+    qualifier: str | None
+
+    @classmethod
+    def parse(cls, value: str) -> FunctionName | None:
+        """``value`` read as Lambda reads it, or None when it does not fit the pattern. A
+        value that fits only by taking part of an ARN as the name (``...:function``, no name)
+        reads as a function of that name, as on AWS."""
+        parsed = FUNCTION_NAME.fullmatch(value)
+        if parsed is None:
+            return None
+        # the pattern's groups of the region and the account (each with its ":"), the name
+        # and the qualifier
+        region, account, name, qualifier = parsed.group(3, 9, 11, 13)
+        return cls(region and region[:-1], account and account[:-1], name, qualifier)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,15 @@ import pytest
 APPS = Path(__file__).parent / "cli_apps"
 
 
-def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 30, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streamfn.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -44,7 +47,145 @@ def test_bad_target_or_mapping_exits_2_with_a_clear_message(target: str, message
 def test_bad_option_exits_2() -> None:
     result = run_cli("run", f"{APPS}/drain.py:app", "--port", "70000")
     assert result.returncode == 2
-    assert "out of range" in result.stderr
+    assert "argument --port: '70000' is not a port number (0-65535)" in result.stderr
+
+
+LEVELS = "(choose from 'debug', 'info', 'warning', 'error')"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--port", "abc"], {}, "argument --port: 'abc' is not a port number (0-65535)"),
+        (
+            [],
+            {"STREAMFN_PORT": "abc"},
+            "argument --port: 'abc' from STREAMFN_PORT is not a port number (0-65535)",
+        ),
+        (
+            [],
+            {"STREAMFN_METRICS_PORT": "-1"},
+            "argument --metrics-port: '-1' from STREAMFN_METRICS_PORT is not a port number "
+            "(0-65535)",
+        ),
+        (
+            ["--log-level", "verbose"],
+            {},
+            f"argument --log-level: invalid choice: 'verbose' {LEVELS}",
+        ),
+        (
+            [],
+            {"STREAMFN_LOG_LEVEL": "verbose"},
+            f"argument --log-level: invalid choice: 'verbose' from STREAMFN_LOG_LEVEL {LEVELS}",
+        ),
+        (
+            [],
+            {"STREAMFN_LOG_FORMAT": "xml"},
+            "argument --log-format: invalid choice: 'xml' from STREAMFN_LOG_FORMAT "
+            "(choose from 'json', 'text')",
+        ),
+        (
+            [],
+            {"STREAMFN_STUCK_AFTER": "-1"},
+            "argument --stuck-after: '-1' from STREAMFN_STUCK_AFTER is not a number of "
+            "seconds >= 0",
+        ),
+        (
+            ["--shutdown-timeout", "nan"],
+            {},
+            "argument --shutdown-timeout: 'nan' is not a number of seconds >= 0",
+        ),
+    ],
+)
+def test_bad_option_or_environment_value_exits_2_with_one_line(
+    args: list[str], env: dict[str, str], message: str
+) -> None:
+    result = run_cli("run", f"{APPS}/drain.py:app", "--no-http", *args, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == f"streamfn run: error: {message}"
+    assert "Traceback" not in result.stderr
+
+
+PREAMBLE = "from streamfn import App, FileDestination\n\napp = App('t')\n"  # lines 1-3
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (
+            "@app.function(timout=5)\ndef h(event, context): ...\n",
+            "@app.function: unknown setting 'timout' (did you mean 'timeout'?)",
+        ),
+        (
+            "from streamfn.connectors.kafka import KafkaSource\n"
+            "source = KafkaSource('t', bootstrap_server='localhost:9092', group_id='g')\n",
+            "TypeError: KafkaSource.__init__() got an unexpected keyword argument "
+            "'bootstrap_server'",
+        ),
+        (
+            "@app.function\nasync def h(event): ...\n",
+            "@app.function: handler 'h' takes (event), but it is called with two arguments: "
+            "define it as (event, context)",
+        ),
+        (
+            "import no_such_module_xyz\n",
+            "ModuleNotFoundError: No module named 'no_such_module_xyz'",
+        ),
+        ("def broken(:\n", "SyntaxError: invalid syntax"),
+    ],
+)
+def test_an_app_that_fails_to_import_exits_2_naming_its_file_and_line(
+    tmp_path: Path, code: str, message: str
+) -> None:
+    (tmp_path / "app.py").write_text(PREAMBLE + code)
+    result = run_cli("run", f"{tmp_path}/app.py:app", "--no-http")
+    assert result.returncode == 2
+    line = 5 if code.startswith("from") else 4
+    assert result.stderr.splitlines() == [f"streamfn: error: {tmp_path}/app.py:{line}: {message}"]
+
+
+def test_an_error_in_a_module_the_app_imports_names_that_module(tmp_path: Path) -> None:
+    (tmp_path / "helpers.py").write_text("def load():\n    return 1 / 0\n\n\nload()\n")
+    (tmp_path / "app.py").write_text(PREAMBLE + "import helpers\n")
+    result = run_cli("run", f"{tmp_path}/app.py:app", "--no-http")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"streamfn: error: {tmp_path}/helpers.py:2: ZeroDivisionError: division by zero"
+    ]
+
+
+def test_an_unwritable_destination_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    code = (
+        f"@app.function(on_failure=FileDestination({str(tmp_path)!r}))\n"
+        "def h(event, context): ...\n"
+    )
+    (tmp_path / "app.py").write_text(PREAMBLE + code)
+    result = run_cli("run", f"{tmp_path}/app.py:app", "--no-http")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"streamfn: error: on_failure of function 'h': FileDestination {str(tmp_path)!r}: "
+        "is a directory"
+    )
+
+
+def test_dlq_limit_and_state_dir_are_checked(tmp_path: Path) -> None:
+    result = run_cli("dlq", "list", "--limit", "0")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "streamfn dlq list: error: argument --limit: '0' is not a whole number >= 1"
+    )
+    (tmp_path / "async-events.sqlite3").write_text("not a database")
+    result = run_cli("dlq", "list", "--state-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"streamfn: error: cannot read the event queue in {tmp_path}: file is not a database"
+    ]
+
+
+def test_bench_fill_kafka_without_bootstrap_servers_exits_2() -> None:
+    result = run_cli("bench", "fill", "kafka")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["streamfn bench fill: kafka needs --bootstrap-servers"]
 
 
 def test_sigterm_drains_commits_and_exits_0(tmp_path: Path) -> None:

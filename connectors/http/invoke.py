@@ -24,6 +24,7 @@ import binascii
 import functools
 import logging
 import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
@@ -32,7 +33,13 @@ import orjson
 
 from streamfn import App, tracing
 from streamfn.context import ClientContext, Context
-from streamfn.dispatch import Function, FunctionError, InvocationResult, current_request_id
+from streamfn.dispatch import (
+    Function,
+    FunctionError,
+    InvocationResult,
+    current_request_id,
+    marshal_error,
+)
 from streamfn.errors import (
     FunctionNotFound,
     InvalidParameterValue,
@@ -46,6 +53,7 @@ from streamfn.errors import (
     ValidationError,
 )
 from streamfn.health import Verdict
+from streamfn.versions import FUNCTION_NAME, LATEST, FunctionName
 
 from . import openapi
 from .urls import FunctionUrls
@@ -81,15 +89,36 @@ _PAYLOAD_TYPES = re.compile(
 # Error shapes whose message member is capitalised in the Lambda service model.
 _CAPITALISED_MESSAGE = frozenset({"ResourceNotFoundException", "ServiceException"})
 _INVOKE_PATH = re.compile(r"/2015-03-31/functions/([^/]+)/invocations")
-# FunctionName forms: name, partial ARN and full ARN, each with an optional ":qualifier".
-_FUNCTION_NAME = re.compile(
-    r"(?:arn:aws[a-zA-Z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
-    r"|(?P<partial_account>\d{12}):function:)?"
-    r"(?P<name>[a-zA-Z0-9_-]+)(?::(?P<qualifier>\$LATEST|[a-zA-Z0-9_-]+))?"
-)
+# Invoke's FunctionName (FUNCTION_NAME) and Qualifier constraints exactly as Lambda's service
+# model states them and its ValidationException quotes them.
+_FUNCTION_NAME_LENGTH = 256
+_QUALIFIER = re.compile(r"\$(LATEST(\.PUBLISHED)?)|[a-zA-Z0-9-_$]+")
+_QUALIFIER_LENGTH = 128
 _TARGET_CACHE = 4096
-_QUALIFIER = re.compile(r"\$LATEST(\.PUBLISHED)?|[a-zA-Z0-9_$-]{1,128}")
+# How Lambda's parser (Jackson) frames a body that is not JSON, and words its commonest case.
+_NOT_JSON = "Could not parse request body into json: Could not parse payload into json: "
+_NOT_A_VALUE = (
+    "expected a valid value (JSON String, Number, Array, Object or token 'null', 'true' or 'false')"
+)
+_JSON_LOCATION = (
+    "\n at [Source: REDACTED (`StreamReadFeature.INCLUDE_SOURCE_IN_LOCATION` disabled); "
+    "line: {}, column: {}]"
+)
+# Characters a JSON value may start with, or that Jackson words its own way at the start.
+_VALUE_STARTS = frozenset('"{[]},-+./0123456789')
+# Unicode categories of the characters Java takes as an identifier's start: Jackson reads a
+# token from one ("Unrecognized token"), not a single unexpected character.
+_IDENTIFIER_STARTS = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nl", "Sc", "Pc"})
 
+
+# AWS's answer to a value over RESPONSE_LIMIT, word for word: the platform reports it, not the
+# runtime, so it names neither the size nor the request and has no stack trace.
+_RESPONSE_TOO_LARGE = {
+    "errorMessage": (
+        f"Response payload size exceeded maximum allowed payload size ({RESPONSE_LIMIT} bytes)."
+    ),
+    "errorType": "Function.ResponseSizeTooLarge",
+}
 
 _ACCEPTED: Response = (202, [], b"")
 _NO_CONTENT: Response = (204, [], b"")
@@ -176,9 +205,7 @@ class InvokeAPI:
                 try:
                     event = orjson.loads(body) if body and kind != b"DryRun" else None
                 except orjson.JSONDecodeError as exc:
-                    raise InvalidRequestContent(
-                        f"Could not parse request body into json: {exc}"
-                    ) from None
+                    raise _not_json(body, exc) from None
                 name, qualifier, arn, function = routed
                 if kind == b"DryRun":
                     response = _NO_CONTENT
@@ -271,39 +298,39 @@ class InvokeAPI:
 
     def _target(self, function_name: str, query_string: bytes) -> _Target:
         """The function name and qualifier a FunctionName (and ``?Qualifier=``) designates, and
-        the ARN it was invoked by (``context.invoked_function_arn``); FunctionNotFound unless
-        it can run."""
-        parsed = _FUNCTION_NAME.fullmatch(function_name)
-        if parsed is None:
-            raise ValidationError(
-                f"1 validation error detected: Value {function_name!r} at 'functionName' failed "
-                "to satisfy constraint: Member must be a function name or ARN"
-            )
-        name = parsed["name"]
-        qualifier = parsed["qualifier"]
+        the ARN it was invoked by (``context.invoked_function_arn``), checked in AWS's order:
+        every constraint the two values break (ValidationException), a qualifier in the name
+        that the parameter contradicts (InvalidParameterValueException), then whether the
+        function can run (ResourceNotFoundException)."""
+        parsed = FunctionName.parse(function_name)
+        qualifier = None
         if query_string:
-            query = dict(parse_qsl(query_string.decode("latin-1")))
-            if "Qualifier" in query:
-                if _QUALIFIER.fullmatch(query["Qualifier"]) is None:
-                    raise ValidationError(
-                        f"1 validation error detected: Value {query['Qualifier']!r} at "
-                        "'qualifier' failed to satisfy constraint: Member must satisfy regular "
-                        "expression pattern: (|[a-zA-Z0-9$_-]+)"
-                    )
-                if qualifier is not None and qualifier != query["Qualifier"]:
-                    raise InvalidParameterValue(
-                        "The derived qualifier from the function name does not match the "
-                        "specified qualifier."
-                    )
-                qualifier = query["Qualifier"]
-        region = parsed["region"] or self.app.region
-        account = parsed["account"] or parsed["partial_account"] or self.app.account_id
+            query = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+            qualifier = query.get("Qualifier")
+        violations = _violations(
+            "functionName", function_name, FUNCTION_NAME, _FUNCTION_NAME_LENGTH
+        )
+        if qualifier is not None:
+            violations += _violations("qualifier", qualifier, _QUALIFIER, _QUALIFIER_LENGTH)
+        if violations or parsed is None:
+            count = f"{len(violations)} validation error{'s' if len(violations) > 1 else ''}"
+            raise ValidationError(f"{count} detected: {'; '.join(violations)}")
+        region, account, name, named_qualifier = parsed
+        if qualifier is None:
+            qualifier = named_qualifier
+        elif named_qualifier is not None and named_qualifier != qualifier:
+            raise InvalidParameterValue(
+                "The derived qualifier from the function name does not match the specified "
+                "qualifier."
+            )
+        region = region or self.app.region
+        account = account or self.app.account_id
         arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
+        if (region, account) != (self.app.region, self.app.account_id):
+            raise FunctionNotFound(f"Function not found: {arn}:{qualifier or LATEST}")
+        self.app.check(name, qualifier)
         if qualifier is not None:
             arn = f"{arn}:{qualifier}"
-        if (region, account) != (self.app.region, self.app.account_id):
-            raise FunctionNotFound(f"Function not found: {arn}")
-        self.app.check(name, qualifier)
         return _Target(name, qualifier, arn, self.app.pinned(name, qualifier))
 
 
@@ -353,6 +380,39 @@ def _invocation(headers: dict[bytes, bytes]) -> tuple[bytes, bool, ClientContext
     return kind, log_type == b"Tail", client_context
 
 
+def _violations(member: str, value: str, pattern: re.Pattern[str], length: int) -> list[str]:
+    """The constraints of Lambda's service model that ``value`` (of request member ``member``)
+    breaks, each worded as AWS's ValidationException words it."""
+    broken = []
+    if pattern.fullmatch(value) is None:
+        broken.append(f"Member must satisfy regular expression pattern: {pattern.pattern}")
+    if not value:
+        broken.append("Member must have length greater than or equal to 1")
+    elif len(value) > length:
+        broken.append(f"Member must have length less than or equal to {length}")
+    return [f"Value '{value}' at '{member}' failed to satisfy constraint: {b}" for b in broken]
+
+
+def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> InvalidRequestContent:
+    """Lambda's answer to a body that is not JSON, in the frame its parser (Jackson) gives it.
+    The reason is Jackson's own words where the first character cannot start any JSON value,
+    the case of binary junk such as a payload the AWS CLI v2 base64-decoded; otherwise it is
+    orjson's, at orjson's position."""
+    start = len(body) - len(body.lstrip(b" \t\r\n"))  # Jackson's whitespace
+    char = chr(body[start]) if start < len(body) else ""  # read as Latin-1, as Jackson does
+    if char and char not in _VALUE_STARTS and unicodedata.category(char) not in _IDENTIFIER_STARTS:
+        line = body.count(b"\n", 0, start) + 1
+        column = start - body.rfind(b"\n", 0, start)
+        if unicodedata.category(char) == "Cc":  # Java's Character.isISOControl
+            described = f"(CTRL-CHAR, code {ord(char)})"
+        else:
+            described = f"'{char}' (code {ord(char)})"
+        reason = f"Unexpected character ({described}): {_NOT_A_VALUE}"
+    else:
+        line, column, reason = exc.lineno, exc.colno, exc.msg
+    return InvalidRequestContent(_NOT_JSON + reason + _JSON_LOCATION.format(line, column))
+
+
 def _too_large(size: int, limit: int) -> RequestTooLarge:
     if limit == EVENT_PAYLOAD_LIMIT:
         return RequestTooLarge(
@@ -384,18 +444,9 @@ def _value_response(value: Any, version: str, request_id: str) -> Response:
         # Lambda's runtime uses json.dumps, which accepts int (and other scalar) keys.
         body = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     except TypeError as exc:
-        error = _runtime_error(
-            "Runtime.MarshalError", f"Unable to marshal response: {exc}", request_id
-        )
-        return _failure_response(error, version)
+        return _failure_response(marshal_error(exc, request_id), version)
     if len(body) > RESPONSE_LIMIT:
-        error = _runtime_error(
-            "Function.ResponseSizeTooLarge",
-            f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload "
-            f"size ({RESPONSE_LIMIT} bytes).",
-            request_id,
-        )
-        return _failure_response(error, version)
+        return _failure_response(_RESPONSE_TOO_LARGE, version)
     return (200, [JSON, _executed_version(version)], body)
 
 
@@ -419,15 +470,6 @@ def _executed_version(version: str) -> tuple[bytes, bytes]:
     return (b"x-amz-executed-version", version.encode())
 
 
-def _runtime_error(error_type: str, message: str, request_id: str) -> dict[str, Any]:
-    return {
-        "errorMessage": message,
-        "errorType": error_type,
-        "requestId": request_id,
-        "stackTrace": [],
-    }
-
-
 def _error_response(exc: InvocationError) -> Response:
     """The one place refusals become Lambda's rest-json service errors."""
     code = exc.error_type
@@ -436,9 +478,8 @@ def _error_response(exc: InvocationError) -> Response:
         "Message" if code in _CAPITALISED_MESSAGE else "message": str(exc),
     }
     headers = [JSON, (b"x-amzn-errortype", code.encode())]
-    if isinstance(exc, TooManyRequests):
+    if isinstance(exc, TooManyRequests):  # no Retry-After: AWS's carries none
         body["Reason"] = exc.reason
-        headers.append((b"retry-after", b"1"))
     elif isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allow.encode()))
     return (exc.status, headers, orjson.dumps(body))

@@ -15,9 +15,20 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamfn import tracing
-from streamfn.errors import ConfigError, DestinationError
+from streamfn.errors import ConfigError, DestinationError, SourceError
 
-from ._client import MANAGED_OPTIONS, TOPIC, check_options, client_options, parse_servers
+from ._client import (
+    MANAGED_OPTIONS,
+    TOPIC,
+    check_options,
+    client_options,
+    parse_servers,
+    start_client,
+)
+
+#: Seconds :meth:`KafkaDestination.check` waits for a broker that is down at start-up, as long
+#: as a KafkaSource waits by default (its ``connect_timeout``).
+CHECK_CONNECT_TIMEOUT = 60.0
 
 
 class KafkaDestination:
@@ -91,6 +102,35 @@ class KafkaDestination:
                 raise
             self._producer = producer
             return producer
+
+    async def check(self) -> None:
+        """Make sure the topic exists before the app runs, on a producer of its own that is
+        stopped again: the cluster's metadata must list it. A missing topic is a ConfigError
+        even where the broker would create it on the first send: a misspelt name must not
+        become a new topic that nobody reads. A broker still starting is waited for, as a
+        source waits (:data:`CHECK_CONNECT_TIMEOUT`); one that never comes is a
+        DestinationError."""
+        try:
+            producer = await start_client(
+                lambda: AIOKafkaProducer(**self._options),
+                self.bootstrap_servers,
+                CHECK_CONNECT_TIMEOUT,
+                {"destination": self.describe()},
+                f"for destination topic {self.topic!r} ",
+            )
+        except SourceError as exc:
+            raise DestinationError(str(exc)) from exc
+        try:
+            metadata = await producer.client.fetch_all_metadata()
+        except KafkaError as exc:
+            raise DestinationError(f"cannot list the topics of {self.describe()}: {exc!r}") from exc
+        finally:
+            await producer.stop()
+        if self.topic not in metadata.topics():
+            raise ConfigError(
+                f"Kafka topic {self.topic!r} does not exist at {self.bootstrap_servers}: "
+                "create it before starting"
+            )
 
     async def close(self) -> None:
         """Flush and stop the producer; a later :meth:`send` starts a new one."""

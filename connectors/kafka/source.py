@@ -24,7 +24,7 @@ from streamfn import tracing
 from streamfn.config import MappingConfig
 from streamfn.destinations import iso_timestamp
 from streamfn.errors import ConfigError
-from streamfn.record import Record
+from streamfn.record import Record, json_text_size
 from streamfn.source import AssignmentListener
 
 from .._retrylog import RetryLog
@@ -41,6 +41,7 @@ from ._client import (
     split_partition_id,
     start_client,
 )
+from .destination import KafkaDestination
 
 log = logging.getLogger("streamfn.kafka")
 
@@ -151,6 +152,25 @@ class KafkaSource:
 
     def describe(self) -> str:
         return f"kafka://{self.bootstrap_servers}/{','.join(self.topics)}"
+
+    def failure_topic(self, topic: str) -> KafkaDestination:
+        """The on-failure destination an AWS DestinationConfig names as ``kafka://<topic>``:
+        a topic of this source's cluster, reached with this source's connection settings. As
+        on Lambda it may not be a topic the mapping reads (failed records would come back)."""
+        if topic in self.topics:
+            raise ConfigError(
+                f"topic {topic!r} is read by this mapping: it cannot take its failures"
+            )
+        options = self._client_options
+        return KafkaDestination(
+            topic,
+            bootstrap_servers=self.bootstrap_servers,
+            security_protocol=options["security_protocol"],
+            ssl_context=options.get("ssl_context"),
+            sasl_mechanism=options.get("sasl_mechanism"),
+            sasl_plain_username=options.get("sasl_plain_username"),
+            sasl_plain_password=options.get("sasl_plain_password"),
+        )
 
     @property
     def partitions(self) -> frozenset[str]:
@@ -286,6 +306,14 @@ class KafkaSource:
             raise ValueError(f"itemIdentifier offset {offset!r} is not an integer")
         return int(offset)
 
+    def event_size(self, record: Record) -> int:
+        # Key and value in base64: at most 4/3 of their bytes (``size``) and padding.
+        size = _RECORD_SIZE + len(record.partition) + (4 * record.size + 16) // 3
+        for name, value in record.headers:
+            size += _HEADER_SIZE + json_text_size(name.encode())
+            size += 4 * len(value) if value is not None else 4
+        return size
+
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         event: dict[str, Any] = {"eventSource": self._event_source}
         if self.cluster_arn:
@@ -296,24 +324,24 @@ class KafkaSource:
         return event
 
     def batch_info(self, partition: str, records: Sequence[Record]) -> tuple[str, dict[str, Any]]:
+        """The on-failure record's ``KafkaBatchInfo``. Its ``eventSourceArn`` is the event's:
+        the MSK cluster's ARN, and for self-managed Kafka, whose events carry none, absent
+        rather than null."""
         first, last = records[0], records[-1]
-        return (
-            "KafkaBatchInfo",
-            {
-                "batchSize": len(records),
-                "eventSourceArn": self.cluster_arn,
-                "bootstrapServers": self.bootstrap_servers,
-                "payloadSize": len(orjson.dumps(self.lambda_event(partition, records))),
-                "recordsInfo": {
-                    partition: {
-                        "firstRecordOffset": str(first.offset),
-                        "lastRecordOffset": str(last.offset),
-                        "firstRecordTimestamp": iso_timestamp(first.timestamp),
-                        "lastRecordTimestamp": iso_timestamp(last.timestamp),
-                    }
-                },
-            },
-        )
+        info: dict[str, Any] = {"batchSize": len(records)}
+        if self.cluster_arn:
+            info["eventSourceArn"] = self.cluster_arn
+        info["bootstrapServers"] = self.bootstrap_servers
+        info["payloadSize"] = len(orjson.dumps(self.lambda_event(partition, records)))
+        info["recordsInfo"] = {
+            partition: {
+                "firstRecordOffset": str(first.offset),
+                "lastRecordOffset": str(last.offset),
+                "firstRecordTimestamp": iso_timestamp(first.timestamp),
+                "lastRecordTimestamp": iso_timestamp(last.timestamp),
+            }
+        }
+        return "KafkaBatchInfo", info
 
     def filter_view(self, record: Record) -> dict[str, Any]:
         topic, number = split_partition_id(record.partition)
@@ -395,6 +423,33 @@ class KafkaSource:
         except IllegalStateError:  # revoked meanwhile
             return
         self._committed.setdefault(pid, position)  # unless a fetch got there first
+
+
+#: A Kafka event record (:func:`_lambda_record`) without its topic, key, value and headers,
+#: with room for a key, the longest partition number (10 digits), offset and timestamp (20
+#: characters each), and the comma after it. The topic is shorter than the partition id.
+_RECORD_SIZE = (
+    len(
+        orjson.dumps(
+            {
+                "topic": "",
+                "partition": 0,
+                "offset": 0,
+                "timestamp": 0,
+                "timestampType": max(TIMESTAMP_TYPES, key=len),
+                "value": "",
+                "headers": [],
+            }
+        )
+    )
+    + len(b',"key":""')
+    + 9
+    + 19
+    + 19
+    + 1
+)
+#: One header without its name and bytes (each byte is at most three digits and a comma).
+_HEADER_SIZE = len(b'{"":[]},')
 
 
 def _lambda_record(topic: str, number: int, record: Record) -> dict[str, Any]:

@@ -166,6 +166,9 @@ class _StreamSource(abc.ABC):
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]: ...
 
     @abc.abstractmethod
+    def event_size(self, record: Record) -> int: ...
+
+    @abc.abstractmethod
     def filter_view(self, record: Record) -> dict[str, Any]: ...
 
     # -- running --------------------------------------------------------------------------

@@ -28,6 +28,28 @@ def _ddb_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+#: A DynamoDB Streams event record without its variable parts (event id, name and version,
+#: region, the change itself, stream ARN), and the comma after it.
+_RECORD_SIZE = (
+    len(
+        orjson.dumps(
+            {
+                "eventID": "",
+                "eventName": "",
+                "eventVersion": "",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "",
+                "dynamodb": None,
+                "eventSourceARN": "",
+            }
+        )
+    )
+    - len(b"null")
+    + 1
+)
+_USER_IDENTITY_SIZE = len(b',"userIdentity":')
+
+
 class DynamoDBStreamSource(_StreamSource):
     """A DynamoDB table's stream (its stream ARN, or the table name to use the table's latest
     stream) as Lambda's DynamoDB Streams event source. ``starting_position`` is TRIM_HORIZON
@@ -136,6 +158,17 @@ class DynamoDBStreamSource(_StreamSource):
         if "userIdentity" in raw:
             event["userIdentity"] = raw["userIdentity"]
         return event
+
+    def event_size(self, record: Record) -> int:
+        """The change (``dynamodb``) is the record's value, as the event writes it again."""
+        raw = record.meta
+        arn = self.stream_arn
+        size = _RECORD_SIZE + len(record.value) + len(arn) + len(raw["eventID"])
+        size += len(raw["eventName"]) + len(raw.get("eventVersion", "1.1"))
+        size += len(raw.get("awsRegion") or arn)  # else a part of the ARN
+        if "userIdentity" in raw:  # rare: deletes by TTL
+            size += _USER_IDENTITY_SIZE + len(orjson.dumps(raw["userIdentity"]))
+        return size
 
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         return {"Records": [self._event_record(r) for r in records]}

@@ -14,10 +14,37 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
 from streamfn.leases import LeaseStore, ShardInfo
-from streamfn.record import Record
+from streamfn.record import Record, json_text_size
 
 from ._shards import Position
 from ._stream import _b64, _StreamSource
+
+#: A Kinesis event record without its variable parts (partition key, sequence number twice, data,
+#: shard id, identity, region, stream ARN; the arrival time at most 24 characters), and a comma.
+_RECORD_SIZE = (
+    len(
+        orjson.dumps(
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": "",
+                    "sequenceNumber": "",
+                    "data": "",
+                    "approximateArrivalTimestamp": 0,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": ":",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "",
+                "awsRegion": "",
+                "eventSourceARN": "",
+            }
+        )
+    )
+    + 23
+    + 1
+)
 
 
 class KinesisSource(_StreamSource):
@@ -154,6 +181,14 @@ class KinesisSource(_StreamSource):
             )
             for r in raw
         ]
+
+    def event_size(self, record: Record) -> int:
+        # The region is a part of the ARN: twice the ARN's length covers both.
+        fixed = _RECORD_SIZE + 2 * len(self.stream_arn) + len(self.invoke_identity_arn or "")
+        sequence = len(record.meta["SequenceNumber"])
+        key = json_text_size(record.key) if record.key is not None else 0
+        data = (len(record.value) + 2) // 3 * 4  # base64
+        return fixed + len(record.partition) + 2 * sequence + key + data
 
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         arn = self.stream_arn

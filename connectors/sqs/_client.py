@@ -140,6 +140,11 @@ async def resolve_url(client: Any, ref: QueueRef) -> str:
     return url
 
 
+def queue_missing(exc: BaseException) -> bool:
+    """Whether a failed call says the queue does not exist."""
+    return error_code(exc) in _MISSING
+
+
 def fatal_error(exc: BaseException, queue: str, endpoint: str) -> SourceError | None:
     """The SourceError for a failure no retry can fix (missing queue, refused credentials)."""
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
@@ -151,7 +156,7 @@ def fatal_error(exc: BaseException, queue: str, endpoint: str) -> SourceError | 
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in _MISSING:
+    if queue_missing(exc):
         return SourceError(f"SQS queue {queue!r} does not exist (at {endpoint})")
     if code in _REFUSED or status in (401, 403):
         return SourceError(

@@ -14,9 +14,17 @@ from typing import Any
 import orjson
 
 from streamfn import tracing
-from streamfn.errors import DestinationError
+from streamfn.errors import ConfigError, DestinationError
 
-from ._client import Connection, QueueRef, call_by_ten, fatal_error, resolve_url, summary
+from ._client import (
+    Connection,
+    QueueRef,
+    call_by_ten,
+    fatal_error,
+    queue_missing,
+    resolve_url,
+    summary,
+)
 
 _GROUP_ID = re.compile(rb"[!-~]{1,128}")  # SQS: 1-128 ASCII letters, digits, punctuation
 
@@ -85,6 +93,27 @@ class SQSDestination:
                 self._stack = stack.pop_all()
             self._client = client
             return client
+
+    async def check(self) -> None:
+        """Make sure the queue exists before the app runs, on a client of its own that is closed
+        again: GetQueueUrl for a name or an ARN (what the first send calls anyway),
+        GetQueueAttributes for a URL. A missing queue is a ConfigError; a refused call or an
+        unreachable endpoint a DestinationError."""
+        try:
+            async with self._connection.client(1) as client:
+                url = await resolve_url(client, self.ref)
+                if self.ref.url is not None:
+                    await client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        except ConfigError:
+            raise
+        except Exception as exc:
+            endpoint = self._connection.endpoint
+            if queue_missing(exc):
+                raise ConfigError(
+                    f"SQS queue {self.queue!r} does not exist (at {endpoint})"
+                ) from exc
+            error = fatal_error(exc, self.queue, endpoint)
+            raise DestinationError(f"cannot check {self.describe()}: {error or exc}") from exc
 
     async def close(self) -> None:
         """Close the client; a later send opens a new one."""

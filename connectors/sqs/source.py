@@ -25,9 +25,9 @@ import orjson
 from botocore.exceptions import ClientError
 
 from streamfn.config import MappingConfig
-from streamfn.destinations import Destination
+from streamfn.destinations import Destination, check_destination
 from streamfn.errors import ConfigError, SourceError
-from streamfn.record import Record
+from streamfn.record import Record, json_text_size
 from streamfn.source import AssignmentListener
 
 from .._retrylog import RetryLog
@@ -71,7 +71,12 @@ _RECORD_OVERHEAD = len(
     )
 )
 _ENTRY_OVERHEAD = len(b'"":"",')
-_ATTRIBUTE_OVERHEAD = len(b'"":{"stringListValues":[],"binaryListValues":[],"dataType":""},')
+_MD5_OF_ATTRIBUTES = len(b',"md5OfMessageAttributes":""')
+#: A message attribute around its name, type and value (``stringValue`` or, as long,
+#: ``binaryValue``).
+_ATTRIBUTE_OVERHEAD = len(
+    b'"":{"stringValue":"","stringListValues":[],"binaryListValues":[],"dataType":""},'
+)
 
 
 def _b64(data: bytes) -> str:
@@ -101,7 +106,7 @@ def _metadata_size(message: Mapping[str, Any]) -> int:
         size += len(name) + len(value) + _ENTRY_OVERHEAD
     attributes = message.get("MessageAttributes")
     if attributes:
-        size += len(message.get("MD5OfMessageAttributes", ""))
+        size += _MD5_OF_ATTRIBUTES + len(message.get("MD5OfMessageAttributes", ""))
         for name, attr in attributes.items():
             size += len(name) + len(attr["DataType"]) + _ATTRIBUTE_OVERHEAD
             size += len(attr.get("StringValue", ""))
@@ -177,7 +182,8 @@ class SQSSource:
     ``retry_delay`` is set: then they come back after ``retry_delay * 2 ** (receives - 1)``
     seconds (at most ``retry_max_delay``), set with ChangeMessageVisibility. For queues without
     a redrive policy, ``dead_letter`` with ``max_receives`` sends a message that failed on its
-    ``max_receives``-th receive to that destination (as its Lambda event record) and deletes it.
+    ``max_receives``-th receive to that destination (as its Lambda event record) and deletes it;
+    the destination is checked when the source starts, not first tried when a message needs it.
 
     :meth:`gauges` reports two queue-level gauges under one partition label, the queue's name
     (the source's "partitions" are its pollers, which come and go as it scales):
@@ -288,6 +294,8 @@ class SQSSource:
         self._pollers, self._group_owners, self._orphans = {}, {}, set()
         async with self._connection.client(2 * high + 10) as client:
             await self._open(client)
+            if self.dead_letter is not None:  # a missing dead-letter queue stops it now
+                await check_destination(self.dead_letter, f"dead_letter of {self.describe()}")
             self._client = client
             # Every message received and not yet settled stays invisible, so a handler slower
             # than the visibility timeout causes no duplicate.
@@ -680,6 +688,12 @@ class SQSSource:
             raise ValueError(
                 f"itemIdentifier {item_identifier!r} names no message of this batch"
             ) from None
+
+    def event_size(self, record: Record) -> int:
+        """The message's ``size`` (metadata included), with its body escaped as a JSON string
+        and the comma after the record."""
+        value = record.value
+        return record.size + json_text_size(value) - len(value) + 1
 
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         return {"Records": [self._event_record(rec) for rec in records]}

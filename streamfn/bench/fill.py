@@ -290,8 +290,6 @@ async def create_stream(client: Any, stream: str, shards: int) -> None:
 
 async def fill(args: argparse.Namespace, load: Load, progress: kit.Progress) -> Filled:
     if args.target == "kafka":
-        if not args.bootstrap_servers:
-            raise ValueError("kafka needs --bootstrap-servers")
         await create_topic(args.bootstrap_servers, args.name, args.partitions)
         return await fill_kafka(args.bootstrap_servers, args.name, load, progress)
     async with aws_client(args.target, args.endpoint_url, args.region) as client:
@@ -309,7 +307,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="topic / queue name or URL / stream (created when missing; default: a fresh one)",
     )
-    parser.add_argument("--bootstrap-servers", help="Kafka: host:port[,host:port]")
+    parser.add_argument(
+        "--bootstrap-servers",
+        help="Kafka: host:port[,host:port] of your broker; required for kafka (unlike the kafka "
+        "and kafka-load scenarios, fill starts no broker of its own: one that stopped with it "
+        "would take the records along)",
+    )
     parser.add_argument("--endpoint-url", help="SQS / Kinesis endpoint (default: AWS's)")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--records", type=int, default=100_000, help="records to write")
@@ -330,6 +333,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.target == "kafka" and not args.bootstrap_servers:
+        print("streamfn bench fill: kafka needs --bootstrap-servers", file=sys.stderr)
+        return 2
     args.name = args.name or f"streamfn-bench-{uuid.uuid4().hex[:12]}"
     try:
         load = Load(args.records, args.size, kit.Keys(args.keys), args.rate, args.first_id)

@@ -458,3 +458,23 @@ class SourceContract:
         async with _running(second, source_harness.partitions, self.timeout):
             resumed = await _read(second, partition, 2, self.timeout)
         assert [(r.offset, r.value) for r in resumed] == [(r.offset, r.value) for r in records[3:]]
+
+    @pytest.mark.asyncio
+    async def test_event_size_bounds_each_record_of_the_lambda_event(
+        self, source_harness: SourceHarness
+    ) -> None:
+        """The payload cap of Lambda-format events counts ``event_size``: never less than what
+        a record adds to its event, or a handler could receive an event over the cap; and
+        close to it, or batches would be cut smaller than AWS cuts them."""
+        source = source_harness.source()
+        async with _running(source, source_harness.partitions, self.timeout) as partitions:
+            partition = partitions[0]
+            values = [b"x", b'{"quote": "\\"", "tab": "\t"}', bytes(range(256)) * 40]
+            await source_harness.append(partition, values)
+            records = await _read(source, partition, len(values), self.timeout)
+        envelope = len(orjson.dumps(source.lambda_event(partition, [])))
+        for record in records:
+            alone = len(orjson.dumps(source.lambda_event(partition, [record]))) - envelope
+            assert alone < source.event_size(record) <= alone + 128  # the comma, and some room
+        whole = len(orjson.dumps(source.lambda_event(partition, records)))
+        assert whole <= envelope + sum(source.event_size(r) for r in records)

@@ -11,10 +11,34 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from ..config import MappingConfig
 from ..destinations import iso_timestamp
-from ..record import Record
+from ..record import Record, json_text_size
 from ..source import AssignmentListener
+
+#: A memory event record without its variable parts (partition, key, data; the offset at most
+#: 20 digits, the timestamp at most 24 characters), and the comma after it.
+_RECORD_SIZE = (
+    len(
+        orjson.dumps(
+            {
+                "eventSource": "streamfn:memory",
+                "partition": "",
+                "offset": "",
+                "key": "",
+                "data": "",
+                "timestamp": 0,
+            }
+        )
+    )
+    + 20
+    + 23
+    + 1
+)
+#: A memory queue event record without its body (the offset at most 20 digits), and a comma.
+_MESSAGE_SIZE = len(orjson.dumps({"messageId": "msg-", "body": ""})) + 20 + 1
 
 
 class MemorySource:
@@ -109,6 +133,11 @@ class MemorySource:
         if not isinstance(item_identifier, str | int) or isinstance(item_identifier, bool):
             raise ValueError(f"invalid itemIdentifier {item_identifier!r}")
         return int(item_identifier)
+
+    def event_size(self, record: Record) -> int:
+        # Key and value in base64: at most 4/3 of their bytes (``size``) and padding; a missing
+        # key is null, two bytes more than the "" counted, within that padding.
+        return _RECORD_SIZE + len(record.partition) + (4 * record.size + 16) // 3
 
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         return {
@@ -236,6 +265,9 @@ class MemoryQueue:
         if not isinstance(item_identifier, str) or not item_identifier.startswith("msg-"):
             raise ValueError(f"invalid itemIdentifier {item_identifier!r}")
         return int(item_identifier[4:])
+
+    def event_size(self, record: Record) -> int:
+        return _MESSAGE_SIZE + json_text_size(record.value)
 
     def lambda_event(self, partition: str, records: Sequence[Record]) -> dict[str, Any]:
         return {

@@ -6,7 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
+
 from streamfn import App, Batch
+from streamfn.config import DEFAULT_PAYLOAD_LIMIT
 from streamfn.testing import MemoryDestination, MemorySource, wait_until
 
 from .helpers import FAST_RETRY
@@ -97,6 +100,54 @@ async def test_record_over_payload_cap_goes_to_on_failure_without_invocation() -
     failure = records[0]
     assert failure["requestContext"]["condition"] == "MaximumPayloadSizeExceeded"
     assert failure["responseContext"] is None
+    assert failure["MemoryBatchInfo"]["startSequenceNumber"] == "1"
+
+
+async def test_lambda_events_are_cut_at_the_payload_cap_as_the_handler_receives_them() -> None:
+    """8 records of 700,000 bytes are 5.6 MB, under the 6 MB cap; base64 in a JSON event they
+    are 7.5 MB. The cap is on the event: 6 fit (5.6 MB), a 7th would not (6.5 MB)."""
+    source = MemorySource()
+    source.extend("p0", [bytes([i]) * 700_000 for i in range(8)])
+    sizes: list[int] = []
+    counts: list[int] = []
+    app = App()
+
+    @app.consume(source, event_format="lambda", batch_size=100, maximum_batching_window=0)
+    async def handler(event: dict[str, Any], context: Any) -> None:
+        sizes.append(len(orjson.dumps(event)))
+        counts.append(len(event["Records"]))
+
+    async with app.running():
+        await wait_until(lambda: sum(counts) == 8)
+    assert counts == [6, 2]
+    assert max(sizes) <= DEFAULT_PAYLOAD_LIMIT
+
+
+async def test_record_over_the_cap_only_as_an_event_goes_to_on_failure() -> None:
+    source = MemorySource()
+    source.append("p0", b"ok")
+    source.append("p0", b"x" * 800)  # 800 bytes, but about 1,160 in the event
+    source.append("p0", b"ok")
+    dest = MemoryDestination()
+    seen: list[list[str]] = []
+    app = App()
+
+    @app.consume(
+        source,
+        event_format="lambda",
+        on_failure=dest,
+        maximum_batching_window=0,
+        payload_limit=1000,
+    )
+    async def handler(event: dict[str, Any], context: Any) -> None:
+        assert len(orjson.dumps(event)) <= 1000
+        seen.append([r["offset"] for r in event["Records"]])
+
+    async with app.running():
+        [failure] = await dest.wait_for(1)
+        await wait_until(lambda: source.committed.get("p0") == 3)
+    assert [offset for batch in seen for offset in batch] == ["0", "2"]
+    assert failure["requestContext"]["condition"] == "MaximumPayloadSizeExceeded"
     assert failure["MemoryBatchInfo"]["startSequenceNumber"] == "1"
 
 

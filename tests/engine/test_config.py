@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from streamfn import App, ConfigError, MappingConfig
+from streamfn import App, ConfigError, Destination, MappingConfig, Source
 from streamfn.testing import MemorySource
 
 
@@ -56,8 +58,6 @@ def test_duplicate_function_name_is_refused() -> None:
 def test_mapping_from_aws_dict() -> None:
     config = MappingConfig.from_aws(
         {
-            "EventSourceArn": "arn:aws:kinesis:us-east-1:1:stream/s",
-            "FunctionName": "f",
             "BatchSize": 500,
             "MaximumBatchingWindowInSeconds": 5,
             "ParallelizationFactor": 2,
@@ -171,3 +171,172 @@ def test_invalid_filter_criteria_is_refused_at_registration() -> None:
         app.consume(
             MemorySource(), filter_criteria={"Filters": [{"Pattern": "{not json"}]}, name="f"
         )(lambda e, c: None)
+
+
+class KinesisLike(MemorySource):
+    kind = "kinesis"
+
+
+class SQSLike(MemorySource):
+    kind = "sqs"
+
+
+SQS_ARN = "arn:aws:sqs:eu-west-1:123456789012:orders-dlq"
+
+
+def on_failure_of(source: Source, aws: dict[str, object], **settings: Any) -> Destination | None:
+    app = App()
+    app.consume(source, aws=aws, name="f", **settings)(lambda e, c: None)
+    return app.mappings[0].on_failure
+
+
+def test_destination_config_sqs_queue_becomes_the_mappings_on_failure() -> None:
+    from streamfn.connectors.sqs import SQSDestination
+
+    destination = on_failure_of(
+        KinesisLike(), {"DestinationConfig": {"OnFailure": {"Destination": SQS_ARN}}}
+    )
+    assert isinstance(destination, SQSDestination)
+    assert (destination.ref.name, destination.ref.region) == ("orders-dlq", "eu-west-1")
+
+
+def test_explicit_on_failure_wins_over_destination_config() -> None:
+    from streamfn.testing import MemoryDestination
+
+    explicit = MemoryDestination()
+    aws: dict[str, object] = {"DestinationConfig": {"OnFailure": {"Destination": SQS_ARN}}}
+    assert on_failure_of(KinesisLike(), aws, on_failure=explicit) is explicit
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"OnFailure": {}}, {"OnFailure": {"Destination": ""}}, {"OnSuccess": {}, "OnFailure": {}}],
+)
+def test_destination_config_without_a_destination_sets_none(config: dict[str, object]) -> None:
+    assert on_failure_of(KinesisLike(), {"DestinationConfig": config}) is None
+
+
+def test_destination_config_kafka_topic_is_a_topic_of_the_sources_cluster() -> None:
+    from streamfn.connectors.kafka import KafkaDestination, KafkaSource
+
+    source = KafkaSource("orders", bootstrap_servers="b1:9092,b2:9092", group_id="g")
+    aws: dict[str, object] = {"DestinationConfig": {"OnFailure": {"Destination": "kafka://dlt"}}}
+    destination = on_failure_of(source, aws)
+    assert isinstance(destination, KafkaDestination)
+    assert (destination.topic, destination.bootstrap_servers) == ("dlt", "b1:9092,b2:9092")
+    loop: dict[str, object] = {
+        "DestinationConfig": {"OnFailure": {"Destination": "kafka://orders"}}
+    }
+    with pytest.raises(ConfigError, match="is read by this mapping") as info:
+        on_failure_of(source, loop)
+    assert str(info.value).startswith("DestinationConfig.OnFailure.Destination='kafka://orders'")
+
+
+@pytest.mark.parametrize(
+    ("source", "config", "message"),
+    [
+        (KinesisLike(), {"OnFailure": {"Destination": "arn:aws:sns:us-east-1:1:t"}}, "no SNS"),
+        (KinesisLike(), {"OnFailure": {"Destination": "arn:aws:s3:::bucket"}}, "no S3"),
+        (
+            KinesisLike(),
+            {"OnFailure": {"Destination": "arn:aws:lambda:us-east-1:1:function:f"}},
+            "accepts only an SQS queue, an SNS topic or an S3 bucket",
+        ),
+        (KinesisLike(), {"OnFailure": {"Destination": "kafka://dlt"}}, "accepts only"),
+        (SQSLike(), {"OnFailure": {"Destination": SQS_ARN}}, "redrive policy"),
+        (MemorySource(), {"OnFailure": {"Destination": SQS_ARN}}, "kind 'memory'"),
+        (KinesisLike(), {"OnSuccess": {"Destination": SQS_ARN}}, "DestinationConfig.OnSuccess"),
+        (KinesisLike(), {"OnFailure": SQS_ARN}, "DestinationConfig.OnFailure="),
+        (KinesisLike(), {"OnFailure": {"Destination": SQS_ARN, "Type": "x"}}, "OnFailure="),
+        (KinesisLike(), {"Destination": SQS_ARN}, "DestinationConfig="),
+    ],
+)
+def test_destination_config_lambda_or_streamfn_cannot_honour_is_refused_by_name(
+    source: MemorySource, config: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match="DestinationConfig") as info:
+        on_failure_of(source, {"DestinationConfig": config})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "Topics",
+        "Queues",
+        "SelfManagedEventSource",
+        "SourceAccessConfigurations",
+        "AmazonManagedKafkaEventSourceConfig",
+        "SelfManagedKafkaEventSourceConfig",
+        "ProvisionedPollerConfig",
+        "DestinationConfig",
+        "FunctionName",
+        "EventSourceArn",
+    ],
+)
+def test_mapping_from_aws_dict_refuses_fields_it_cannot_honour_by_name(field: str) -> None:
+    with pytest.raises(ConfigError, match=f"event source mapping field {field}: "):
+        MappingConfig.from_aws({"BatchSize": 10, field: ["x"]})
+
+
+def test_mapping_from_aws_dict_accepts_bookkeeping_that_changes_nothing() -> None:
+    config = MappingConfig.from_aws(
+        {
+            "BatchSize": 10,
+            "Tags": {"team": "orders"},
+            "KMSKeyArn": "arn:aws:kms:us-east-1:123456789012:key/abc",
+            "MetricsConfig": {"Metrics": ["EventCount"]},
+        }
+    )
+    assert config.batch_size == 10
+    with pytest.raises(ConfigError, match="MetricsConfig"):
+        MappingConfig.from_aws({"MetricsConfig": {"Metrics": ["Everything"]}})
+    with pytest.raises(ConfigError, match="Tags"):
+        MappingConfig.from_aws({"Tags": {"team": 1}})
+
+
+@pytest.mark.parametrize(
+    "function_name",
+    [
+        "f",
+        "f:$LATEST",
+        "000000000000:function:f",
+        "arn:aws:lambda:us-east-1:000000000000:function:f",
+    ],
+)
+def test_function_name_that_names_the_mapped_function_is_accepted(function_name: str) -> None:
+    app = App()
+    app.consume(MemorySource(), aws={"FunctionName": function_name}, name="f")(lambda e, c: None)
+    assert app.mappings[0].function.name == "f"
+
+
+@pytest.mark.parametrize(
+    "function_name",
+    [
+        "g",
+        "f:live",
+        "f:1",
+        "arn:aws:lambda:eu-west-1:000000000000:function:f",
+        "111111111111:function:f",
+        "f!",
+    ],
+)
+def test_function_name_of_another_function_is_refused(function_name: str) -> None:
+    app = App()
+    with pytest.raises(ConfigError, match="FunctionName="):
+        app.consume(MemorySource(), aws={"FunctionName": function_name}, name="f")(
+            lambda e, c: None
+        )
+
+
+def test_event_source_arn_must_be_of_the_sources_service() -> None:
+    accepted = App()
+    accepted.consume(
+        KinesisLike(), aws={"EventSourceArn": "arn:aws:kinesis:us-east-1:1:stream/s"}, name="f"
+    )(lambda e, c: None)
+    for source, arn in [
+        (KinesisLike(), "arn:aws:sqs:us-east-1:1:q"),
+        (MemorySource(), "arn:aws:kinesis:us-east-1:1:stream/s"),
+    ]:
+        with pytest.raises(ConfigError, match="EventSourceArn="):
+            App().consume(source, aws={"EventSourceArn": arn}, name="f")(lambda e, c: None)

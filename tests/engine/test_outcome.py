@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamfn import App, Batch, BatchResult, Context
+from streamfn import App, Batch, BatchResult, Context, Record
 from streamfn.backoff import retry_delay
 from streamfn.testing import MemoryDestination, MemorySource, wait_until
 
@@ -278,9 +278,19 @@ async def test_partial_response_is_ignored_without_report_batch_item_failures() 
         [{"itemIdentifier": None}],
         [{"wrongKey": "0"}],
         [{"itemIdentifier": "99"}],  # not in the batch
+        # One invalid entry fails the batch whatever the others name: "1" alone would commit 0.
+        [{"itemIdentifier": "1"}, {"itemIdentifier": "99"}],
+        [{"itemIdentifier": "99"}, {"itemIdentifier": "1"}],
+        [{"itemIdentifier": "1"}, {"itemIdentifier": ""}],
+        [{"itemIdentifier": "1"}, {"itemIdentifier": None}],
+        [{"itemIdentifier": "1"}, {"itemidentifier": "1"}],
+        ["1"],  # a bare identifier, not an object with an itemIdentifier
+        [1],
+        [{"itemIdentifier": "1"}, ["1"]],
+        {"itemIdentifier": "1"},  # batchItemFailures that is not a list
     ],
 )
-async def test_invalid_item_identifier_fails_the_whole_batch(failures: list[Any]) -> None:
+async def test_invalid_item_identifier_fails_the_whole_batch(failures: Any) -> None:
     source = MemorySource()
     source.extend("p0", [b"a", b"b"])
     calls: list[list[int]] = []
@@ -300,6 +310,98 @@ async def test_invalid_item_identifier_fails_the_whole_batch(failures: list[Any]
     async with app.running():
         await wait_until(lambda: source.committed.get("p0") == 2)
     assert calls == [[0, 1], [0, 1]]
+
+
+async def test_a_batch_result_naming_a_record_of_another_batch_fails_the_whole_batch() -> None:
+    source = MemorySource()
+    source.extend("p0", [b"a", b"b"])
+    stranger = Record("p1", 1, b"b")  # offset 1, but not this batch's record
+    calls: list[list[int]] = []
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=2,
+        maximum_batching_window=1,
+        function_response_types=["ReportBatchItemFailures"],
+        **FAST_RETRY,
+    )
+    async def handler(batch: Batch, context: Context) -> BatchResult:
+        calls.append([r.offset for r in batch])
+        return BatchResult([stranger] if len(calls) == 1 else [])
+
+    async with app.running():
+        await wait_until(lambda: source.committed.get("p0") == 2)
+    assert calls == [[0, 1], [0, 1]]
+
+
+async def test_maximum_record_age_judges_every_record_not_the_first() -> None:
+    """Kafka's CreateTime need not grow with the offset: old records may follow fresh ones.
+    Each run of expired records is one on-failure record (its batch info names a range); the
+    fresh ones are invoked together, in order, and nothing is committed before all settle."""
+    source = MemorySource()
+    now, old = time.time(), time.time() - 120
+    for i, timestamp in enumerate([now, old, now, old, old, now]):
+        source.append("p0", b"%d" % i, timestamp=timestamp)
+    dest = MemoryDestination(fail_times=2)  # delivery is retried; the checkpoint waits
+    seen: list[list[int]] = []
+    committed_then: list[int | None] = []
+    app = App()
+
+    @app.consume(
+        source,
+        batch_size=6,
+        maximum_batching_window=1,
+        maximum_record_age=60,
+        on_failure=dest,
+        **FAST_RETRY,
+    )
+    async def handler(batch: Batch, context: Context) -> None:
+        committed_then.append(source.committed.get("p0"))
+        seen.append([r.offset for r in batch])
+
+    async with app.running():
+        records = await dest.wait_for(2)
+        await wait_until(lambda: source.committed.get("p0") == 6)
+    assert seen == [[0, 2, 5]]
+    assert committed_then == [None]
+    ranges = [
+        (
+            r["MemoryBatchInfo"]["startSequenceNumber"],
+            r["MemoryBatchInfo"]["endSequenceNumber"],
+            r["MemoryBatchInfo"]["batchSize"],
+        )
+        for r in records
+    ]
+    assert ranges == [("1", "1", 1), ("3", "4", 2)]
+    assert {r["requestContext"]["condition"] for r in records} == {"RecordAgeExceeded"}
+
+
+async def test_unserialisable_return_value_is_a_marshal_error_and_the_batch_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lambda's runtime serialises every response: a value that is not JSON is a function
+    error (Runtime.MarshalError), worded as the Invoke API words it, and the batch is retried."""
+    source = MemorySource()
+    source.extend("p0", [b"a", b"b"])
+    calls = 0
+    app = App()
+
+    @app.consume(source, **FAST_RETRY)
+    async def handler(batch: Batch, context: Context) -> Any:
+        nonlocal calls
+        calls += 1
+        return {"seen": {r.offset for r in batch}} if calls == 1 else {"seen": 2}
+
+    with caplog.at_level("ERROR", logger="streamfn.failures"):
+        async with app.running():
+            await wait_until(lambda: source.committed.get("p0") == 2)
+    assert calls == 2
+    [line] = [r for r in caplog.records if r.name == "streamfn.failures"]
+    assert line.__dict__["errorType"] == "Runtime.MarshalError"
+    assert line.__dict__["errorMessage"] == (
+        "Unable to marshal response: Type is not JSON serializable: set"
+    )
 
 
 async def test_destination_failure_holds_the_checkpoint_until_delivered() -> None:

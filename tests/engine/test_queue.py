@@ -71,7 +71,17 @@ async def test_partial_batch_response_releases_only_listed_messages() -> None:
 
 @pytest.mark.parametrize(
     "failures",
-    [[{"itemIdentifier": ""}], [{"itemIdentifier": None}], [{"itemIdentifier": "msg-99"}]],
+    [
+        [{"itemIdentifier": ""}],
+        [{"itemIdentifier": None}],
+        [{"itemIdentifier": "msg-99"}],
+        # One invalid entry returns the whole batch, whatever the others name.
+        [{"itemIdentifier": "msg-1"}, {"itemIdentifier": "msg-99"}],
+        [{"itemIdentifier": "msg-1"}, {"itemIdentifier": None}],
+        [{"itemIdentifier": "msg-1"}, {"messageId": "msg-0"}],
+        ["msg-1"],  # a bare messageId, not an object with an itemIdentifier
+        [{"itemIdentifier": "msg-1"}, "msg-0"],
+    ],
 )
 async def test_invalid_item_identifier_returns_the_whole_batch(failures: list[Any]) -> None:
     queue = MemoryQueue()

@@ -90,6 +90,29 @@ async def test_maximum_retry_attempts_is_per_function(tmp_path: Path, retries: i
     assert record["requestContext"]["approximateInvokeCount"] == retries + 1
 
 
+async def test_unserialisable_result_is_a_marshal_error_and_retried(tmp_path: Path) -> None:
+    """Lambda's runtime serialises every response, asynchronous ones too: a value that is not
+    JSON is a function error, retried, then given up on with the runtime's error."""
+    app = scaled_app(tmp_path)
+    failures = MemoryDestination()
+    calls = 0
+
+    @app.function(maximum_retry_attempts=1, on_failure=failures)
+    async def unmarshallable(event: Any, context: Context) -> Any:
+        nonlocal calls
+        calls += 1
+        return {"ids": {1, 2}}
+
+    async with app.running():
+        await app.invoke_async("unmarshallable", {})
+        (record,) = await failures.wait_for(1)
+    assert calls == 2
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == "Runtime.MarshalError"
+    assert record["responsePayload"]["errorMessage"].startswith("Unable to marshal response: ")
+
+
 async def test_success_goes_to_on_success_with_the_response(tmp_path: Path) -> None:
     app = scaled_app(tmp_path)
     successes, failures = MemoryDestination(), MemoryDestination()

@@ -179,8 +179,10 @@ async def test_handler_timeout_reports_task_timed_out(server: Server) -> None:
         response, error = await invoke(server.client, FunctionName="sleepy")
     assert response["FunctionError"] == "Unhandled"
     request_id = response["ResponseMetadata"]["RequestId"]
-    assert error["errorMessage"].endswith(f"{request_id} Task timed out after 0.25 seconds")
-    assert error["requestId"] == request_id
+    assert error == {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {request_id} Error: Task timed out after 0.25 seconds",
+    }
 
 
 async def test_sync_handler_runs_on_the_handler_threads(server: Server) -> None:
@@ -202,12 +204,13 @@ async def test_response_over_the_limit_is_a_function_error(server: Server) -> No
     async with asyncio.timeout(DEADLINE):
         response, error = await invoke(server.client, FunctionName="huge")
     assert response["FunctionError"] == "Unhandled"
-    assert error["errorType"] == "Function.ResponseSizeTooLarge"
-    size = http.RESPONSE_LIMIT + 2
-    assert error["errorMessage"] == (
-        f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
-        f"({http.RESPONSE_LIMIT} bytes)."
-    )
+    assert error == {
+        "errorMessage": (
+            f"Response payload size exceeded maximum allowed payload size "
+            f"({http.RESPONSE_LIMIT} bytes)."
+        ),
+        "errorType": "Function.ResponseSizeTooLarge",
+    }
 
 
 async def test_unknown_function_is_resource_not_found(server: Server) -> None:
@@ -219,7 +222,10 @@ async def test_unknown_function_is_resource_not_found(server: Server) -> None:
     assert raw.status == 404
     assert raw.headers["x-amzn-errortype"] == "ResourceNotFoundException"
     assert raw.headers["x-amzn-requestid"]
-    assert raw.json() == {"Type": "User", "Message": f"Function not found: {ARN}:missing"}
+    assert raw.json() == {
+        "Type": "User",
+        "Message": f"Function not found: {ARN}:missing:$LATEST",
+    }
 
 
 @pytest.mark.parametrize(
@@ -327,7 +333,7 @@ async def test_reserved_concurrency_in_use_is_429(server: Server) -> None:
         response, result = await first
         _, again = await invoke(server.client, FunctionName="blocking")
     assert raw.status == 429
-    assert raw.headers["retry-after"] == "1"
+    assert "retry-after" not in raw.headers
     assert raw.headers["x-amzn-errortype"] == "TooManyRequestsException"
     assert raw.json() == {
         "Type": "User",

@@ -8,9 +8,11 @@ from collections import Counter
 from typing import Any
 
 import orjson
+import pytest
 
-from streamfn import App, Batch
+from streamfn import App, Batch, Record
 from streamfn.connectors.kafka import KafkaDestination
+from streamfn.testing import MemoryDestination
 
 from .conftest import FAST_RETRY, Kafka, Seen
 
@@ -182,6 +184,47 @@ async def test_an_item_identifier_for_another_partition_retries_the_whole_batch(
     assert all(counts[offset] == 2 for offset in first)
 
 
+async def test_a_valid_and_an_invalid_item_identifier_retry_the_whole_batch(
+    kafka: Kafka,
+) -> None:
+    """AWS: "Any invalid topic-partition_number or offset returned that was not present in the
+    invoked event will be treated as failure and entire batch will be retried", so the valid
+    entry must not let the records before it be committed."""
+    topic = await kafka.create_topic()
+    await kafka.produce(topic, [b"%d" % i for i in range(5)])
+    seen = Seen()
+    first: list[int] = []
+    app = App("partial-mixed")
+
+    @app.consume(
+        kafka.source(topic),
+        batch_size=5,
+        event_format="lambda",
+        function_response_types=["ReportBatchItemFailures"],
+        **FAST_RETRY,
+    )
+    async def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        [(partition, records)] = event["records"].items()
+        seen.add(Record(partition, r["offset"], b"") for r in records)
+        if first:
+            return {"batchItemFailures": []}
+        first.extend(r["offset"] for r in records)
+        last = first[-1]
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": {"partition": partition, "offset": last}},
+                {"itemIdentifier": {"partition": partition, "offset": last + 100}},
+            ]
+        }
+
+    async with app.running():
+        await seen.wait_for(lambda: seen.batches >= 2 and len(seen.distinct()) == 5)
+
+    counts = Counter(offset for _, offset, _, _ in seen.records)
+    assert first == [0, 1, 2, 3, 4]
+    assert all(counts[offset] == 2 for offset in first)
+
+
 async def test_poison_record_is_isolated_by_bisect_and_sent_to_a_kafka_failure_topic(
     kafka: Kafka,
 ) -> None:
@@ -231,3 +274,38 @@ async def test_poison_record_is_isolated_by_bisect_and_sent_to_a_kafka_failure_t
     [record] = payload["records"][f"{topic}-0"]
     assert base64.b64decode(record["value"]) == b"poison"
     assert await kafka.committed(source.group_id, topic) == [16]
+
+
+MSK_ARN = "arn:aws:kafka:us-east-1:123456789012:cluster/demo/751d2973-a626-431c-9d4e-d7975eb44dd7-2"
+
+
+@pytest.mark.parametrize("cluster_arn", [None, MSK_ARN], ids=["self-managed", "msk"])
+async def test_on_failure_record_names_the_event_source_as_the_event_does(
+    kafka: Kafka, cluster_arn: str | None
+) -> None:
+    """KafkaBatchInfo.eventSourceArn is the event's: the MSK cluster's ARN, or, for
+    self-managed Kafka, whose events carry none, absent (never null)."""
+    topic = await kafka.create_topic()
+    await kafka.produce(topic, [b"poison"])
+    destination = MemoryDestination()
+    events: list[dict[str, Any]] = []
+    app = App("failure-arn")
+
+    @app.consume(
+        kafka.source(topic, cluster_arn=cluster_arn),
+        event_format="lambda",
+        maximum_retry_attempts=0,
+        on_failure=destination,
+        **FAST_RETRY,
+    )
+    async def handler(event: dict[str, Any], context: Any) -> None:
+        events.append(event)
+        raise ValueError("poison")
+
+    async with app.running():
+        [record] = await destination.wait_for(1, timeout=30)
+
+    [event] = events
+    info = record["KafkaBatchInfo"]
+    assert ("eventSourceArn" in info) == ("eventSourceArn" in event) == (cluster_arn is not None)
+    assert info.get("eventSourceArn") == event.get("eventSourceArn") == cluster_arn

@@ -84,6 +84,17 @@ def test_identify_rejects_anything_but_this_partitions_dict(identifier: Any) -> 
         source().identify("my-topic-3", identifier)
 
 
+def test_event_size_bounds_a_record_with_a_key_and_headers() -> None:
+    """What the broker contract does not produce: a key, headers (a null value, names to
+    escape) and a large offset, each counted at least as the Lambda event writes them."""
+    kafka = source()
+    headers = [("trace", b"\x00\xff" * 20), ("é", None), ('q"', b"")]
+    record = Record("orders-7", 2**40, b"v" * 1000, b"key", 1545084650.987, headers, 1)
+    envelope = len(orjson.dumps(kafka.lambda_event("orders-7", [])))
+    alone = len(orjson.dumps(kafka.lambda_event("orders-7", [record]))) - envelope
+    assert alone < kafka.event_size(record) <= alone + 128
+
+
 def test_partition_ids_split_at_the_last_dash() -> None:
     assert split_partition_id("my-topic-12") == ("my-topic", 12)
     with pytest.raises(ValueError):

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import orjson
 import pytest
 
-from streamfn import App, Batch, ConfigError, Context, SourceError
+from streamfn import App, Batch, ConfigError, Context, Record, SourceError
 from streamfn.testing import MemoryDestination, wait_until
 
 from . import FAST_RETRY, ddb_source, leaf, unique
@@ -113,6 +114,34 @@ async def test_poison_change_goes_to_the_failure_destination_with_ddb_stream_bat
     assert info["startSequenceNumber"] == info["endSequenceNumber"]
     assert info["shardId"].startswith("shardId-")
     assert sorted(handled) == [0, 1, 2, 4, 5]
+
+
+async def test_event_size_bounds_each_change_of_the_lambda_event(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    """The payload cap of Lambda-format events counts ``event_size``: at least what a change
+    adds to its event, which is no base64 but the change's DynamoDB JSON."""
+    table, _ = create_table(moto_endpoint)
+    client = dynamodb(moto_endpoint)
+    client.put_item(TableName=table, Item={"Id": {"N": "1"}, "Note": {"S": 'say "hi"\n' * 50}})
+    client.put_item(TableName=table, Item={"Id": {"N": "1"}, "Blob": {"B": bytes(range(256))}})
+    client.delete_item(TableName=table, Key={"Id": {"N": "1"}})
+    source = ddb_source(moto_endpoint, table, tmp_path)
+    records: list[Record] = []
+    app = App()
+
+    @app.consume(source, batch_size=3, maximum_batching_window=1)
+    async def handler(batch: Batch, context: Context) -> None:
+        records.extend(batch)
+
+    await run_until(app, lambda: len(records) == 3)
+    shard = records[0].partition
+    envelope = len(orjson.dumps(source.lambda_event(shard, [])))
+    for record in records:
+        alone = len(orjson.dumps(source.lambda_event(shard, [record]))) - envelope
+        assert alone < source.event_size(record) <= alone + 128
+    whole = len(orjson.dumps(source.lambda_event(shard, records)))
+    assert whole <= envelope + sum(source.event_size(r) for r in records)
 
 
 async def test_filter_criteria_see_the_change_record(moto_endpoint: str, tmp_path: Path) -> None:

@@ -182,6 +182,39 @@ async def test_partial_response_rewinds_to_the_lowest_sequence_number_as_an_inte
     assert calls[1] == [9, 10, 11, 12]
 
 
+async def test_a_sequence_number_not_in_the_batch_beside_a_valid_one_retries_it_whole(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Lambda takes a response it cannot honour as a complete failure: the valid sequence
+    number must not let the records before it be checkpointed."""
+    stream = create_stream(moto_endpoint, 1)
+    put(moto_endpoint, stream, [str(i) for i in range(6)])
+    calls: list[list[int]] = []
+    app = App()
+
+    @app.consume(
+        kinesis_source(moto_endpoint, stream, tmp_path),
+        batch_size=6,
+        maximum_batching_window=1,
+        function_response_types=["ReportBatchItemFailures"],
+        event_format="lambda",
+        **FAST_RETRY,
+    )
+    async def handler(event: dict[str, Any], context: Context) -> dict[str, Any]:
+        sequences = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+        calls.append([int(s) for s in sequences])
+        if len(calls) > 1:
+            return {"batchItemFailures": []}
+        unknown = str(int(sequences[-1]) + 1000)
+        failures = [{"itemIdentifier": sequences[3]}, {"itemIdentifier": unknown}]
+        return {"batchItemFailures": failures}
+
+    async with app.running():
+        await wait_until(lambda: len(calls) == 2)
+    assert len(calls[0]) == 6
+    assert calls[1] == calls[0]
+
+
 async def test_latest_skips_what_was_there_and_at_timestamp_starts_at_that_time(
     moto_endpoint: str, tmp_path: Path
 ) -> None:

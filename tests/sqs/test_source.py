@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streamfn import App, Batch, BatchResult, ConfigError, Context, SourceError
+from streamfn import App, Batch, BatchResult, ConfigError, Context, Record, SourceError
 from streamfn.connectors.sqs import SQSDestination, SQSSource
 from streamfn.connectors.sqs._client import call_by_ten as _call_by_ten
 from streamfn.testing import wait_until
@@ -202,6 +202,72 @@ async def test_partial_batch_response_releases_only_listed_messages(
         await wait_until(lambda: source.deleted == 4)
     assert batches == [["0", "1", "2", "3"], ["1", "3"]]
     await wait_empty(sqs, url)
+
+
+@pytest.mark.parametrize("invalid", ["a bare messageId", "an unknown messageId"])
+async def test_an_invalid_item_identifier_beside_a_valid_one_returns_the_whole_batch(
+    sqs: Any, moto_endpoint: str, invalid: str
+) -> None:
+    """Lambda's complete failure: one entry it cannot honour (not ``{"itemIdentifier": id}``,
+    or an id not in the batch) returns every message, not only the valid one listed."""
+    url = await create_queue(sqs)
+    await send(sqs, url, ["0", "1", "2", "3"])
+    source = SQSSource(url, endpoint_url=moto_endpoint, retry_delay=0)
+    batches: list[list[str]] = []
+    app = App()
+
+    @app.consume(source, batch_size=4, event_format="lambda", function_response_types=REPORT)
+    async def handler(event: dict[str, Any], context: Context) -> dict[str, Any]:
+        records = event["Records"]
+        batches.append([r["body"] for r in records])
+        if len(batches) > 1:
+            return {"batchItemFailures": []}
+        wrong: Any = (
+            records[-1]["messageId"]
+            if invalid == "a bare messageId"
+            else {"itemIdentifier": "00000000-0000-0000-0000-000000000000"}
+        )
+        return {"batchItemFailures": [{"itemIdentifier": records[0]["messageId"]}, wrong]}
+
+    async with app.running():
+        await wait_until(lambda: source.deleted == 4)
+    first, *again = batches
+    assert len(first) > 1
+    assert sorted(b for batch in again for b in batch) == sorted(first)
+    await wait_empty(sqs, url)
+
+
+async def test_event_size_bounds_each_message_of_the_lambda_event(
+    sqs: Any, moto_endpoint: str
+) -> None:
+    """The payload cap of Lambda-format events counts ``event_size``: at least what a message
+    adds to its event (the body escaped as a JSON string, the metadata, message attributes)."""
+    url = await create_queue(sqs)
+    await sqs.send_message(
+        QueueUrl=url,
+        MessageBody='{"quoted": "\\"yes\\"", "lines": "a\\nb"}\n\t',
+        MessageAttributes={
+            "trace": {"DataType": "String", "StringValue": "abc"},
+            "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01" * 50},
+        },
+    )
+    await send(sqs, url, ["plain"])
+    source = SQSSource(url, endpoint_url=moto_endpoint)
+    records: list[Record] = []
+    app = App()
+
+    @app.consume(source, batch_size=2, maximum_batching_window=1)
+    async def handler(batch: Batch, context: Context) -> None:
+        records.extend(batch)
+
+    async with app.running():
+        await wait_until(lambda: source.deleted == 2)
+        envelope = len(orjson.dumps(source.lambda_event("p", [])))
+        for record in records:
+            alone = len(orjson.dumps(source.lambda_event("p", [record]))) - envelope
+            assert alone < source.event_size(record) <= alone + 128
+        whole = len(orjson.dumps(source.lambda_event("p", records)))
+        assert whole <= envelope + sum(source.event_size(r) for r in records)
 
 
 async def test_raised_error_returns_the_whole_batch(sqs: Any, moto_endpoint: str) -> None:
