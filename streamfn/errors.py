@@ -6,7 +6,10 @@
     StreamfnError
     ├── ConfigError (also ValueError)   a setting is invalid: at construction, never later
     ├── TargetError                     ``streamfn run``'s target does not lead to an App
-    ├── SourceError                     a source cannot go on (dead broker, missing stream)
+    ├── SourceError                     a source cannot go on (access refused, stream deleted):
+    │   │                                   its mapping is disabled, the others go on
+    │   └── SourceUnreachable           its broker or service cannot be reached: the mapping
+    │                                       retries with a backoff
     ├── DestinationError                a destination refused or failed to store a record
     ├── UnknownDeadLetter               no dead letter has that request id
     └── InvocationError (500)           an invocation refused before the function ran
@@ -46,7 +49,15 @@ class TargetError(StreamfnError):
 
 
 class SourceError(StreamfnError):
-    """A source failed in a way the engine cannot retry past (dead broker, missing stream)."""
+    """A source failed in a way no retry fixes (access refused, stream or queue deleted,
+    authentication failed): as Lambda disables such a mapping, streamfn stops it, keeps the
+    reason in its state and runs the other mappings on."""
+
+
+class SourceUnreachable(SourceError):
+    """The source's broker or service did not answer within the connect timeout: the mapping
+    reconnects with a backoff (Lambda's ``PROBLEM: Connection error``), since a broker that is
+    restarting or not up yet comes back without anyone changing the configuration."""
 
 
 class DestinationError(StreamfnError):

@@ -9,9 +9,13 @@ Liveness answers "would a restart help?". It fails for
   wedged; a restart redelivers from the last checkpoint. An ``on_failure`` destination that
   keeps refusing the failure record holds the checkpoint the same way and counts too: a
   restart retries with a fresh client.
-- a source stopped on a fatal error (``MappingStats.fatal``).
 
-Two waits are not stuck, by decision, and are listed in the healthy answer instead:
+Three states are not failures of liveness, by decision, and are listed in the healthy answer:
+
+- ``disabled``: a mapping whose source failed for good (access refused, stream or queue
+  deleted: ``MappingStats.fatal``). As on Lambda, that mapping is disabled with its reason and
+  the others, and the Invoke API, go on; a restart would not fix its cause and would stop them
+  all. ``streamfn_esm_enabled`` and the ``StreamfnMappingDisabled`` alert page instead.
 
 - ``retrying``: a partition retrying a failing batch. With ``maximum_retry_attempts=-1`` a
   poison record blocks its partition until it expires, on Lambda too. Every attempt is the
@@ -29,7 +33,8 @@ period of extra time; the first check of a partition credits it with an attempt 
 
 Readiness: the app runs and is not stopping, and every enabled mapping received partitions
 (Kafka: joined its group and got an assignment, not while the connection is retried; Kinesis
-and DynamoDB Streams: took a lease; SQS: started its pollers) and is not fatal. A mapping stays
+and DynamoDB Streams: took a lease; SQS: started its pollers), unless it was disabled by a
+fatal error (listed, without failing: it will not come back by waiting). A mapping stays
 ready through later rebalances, so a rebalance does not take the worker out of its Service. A
 Kafka member that the group gives no partition (more workers than partitions) is not ready.
 """
@@ -82,16 +87,14 @@ class Health:
         self._stuck_after = float(seconds)
 
     def live(self) -> Verdict:
-        """Liveness: ``{"status": "ok"}`` (with the partitions that wait by design, if any),
-        or ``{"status": "unhealthy", "reasons": [...]}``."""
+        """Liveness: ``{"status": "ok"}`` (with the partitions that wait by design and the
+        disabled mappings, if any), or ``{"status": "unhealthy", "reasons": [...]}``."""
         now = time.monotonic()
         reasons: list[dict[str, Any]] = []
         waiting: list[dict[str, Any]] = []
         for index, mapping in enumerate(self.mappings):
-            if not mapping.config.enabled:
+            if mapping.state != "Enabled":
                 continue
-            if mapping.stats.fatal is not None:
-                reasons.append(_fatal(mapping))
             threshold = max(self.stuck_after, _longest_wait(mapping))
             concurrency = mapping.function.concurrency
             throttled = concurrency.limit is not None and concurrency.running >= concurrency.limit
@@ -111,29 +114,45 @@ class Health:
                     reasons.append({**report, "reason": "stuck"})
         if reasons:
             return Verdict(False, {"status": "unhealthy", "reasons": reasons})
-        return Verdict(True, {"status": "ok", "waiting": waiting} if waiting else {"status": "ok"})
+        body: dict[str, Any] = {"status": "ok"}
+        if waiting:
+            body["waiting"] = waiting
+        if disabled := self._disabled():
+            body["disabled"] = disabled
+        return Verdict(True, body)
 
     def ready(self, running: bool) -> Verdict:
-        """Readiness: ``{"status": "ready"}``, or ``{"status": "not ready", "reasons": [...]}``.
-        ``running`` is whether the app runs and is not stopping (``App.ready``)."""
+        """Readiness: ``{"status": "ready"}``, or ``{"status": "not ready", "reasons": [...]}``;
+        both list the mappings a fatal error disabled under ``disabled``. ``running`` is whether
+        the app runs and is not stopping (``App.ready``)."""
         reasons: list[dict[str, Any]] = []
         if not running:
             reasons.append({"reason": "the app is not running, or is stopping"})
         for mapping in self.mappings:
-            if not mapping.config.enabled:
+            if mapping.state != "Enabled" or mapping.stats.assignments:
                 continue
-            if mapping.stats.fatal is not None:
-                reasons.append(_fatal(mapping))
-            elif mapping.stats.assignments == 0:
-                reasons.append(
-                    {
-                        **_names(mapping),
-                        "reason": "no partition assigned yet (connecting, or joining its group)",
-                    }
-                )
-        if reasons:
-            return Verdict(False, {"status": "not ready", "reasons": reasons})
-        return Verdict(True, {"status": "ready"})
+            unreachable = mapping.stats.unreachable
+            reasons.append(
+                {**_names(mapping), "reason": "source unreachable", "error": unreachable}
+                if unreachable is not None
+                else {
+                    **_names(mapping),
+                    "reason": "no partition assigned yet (connecting, or joining its group)",
+                }
+            )
+        body: dict[str, Any] = (
+            {"status": "not ready", "reasons": reasons} if reasons else {"status": "ready"}
+        )
+        if disabled := self._disabled():
+            body["disabled"] = disabled
+        return Verdict(not reasons, body)
+
+    def _disabled(self) -> list[dict[str, Any]]:
+        return [
+            {**_names(mapping), "state": "Disabled", "reason": mapping.state_reason}
+            for mapping in self.mappings
+            if mapping.stats.fatal is not None
+        ]
 
     def _last_attempt(self, index: int, partition: str, stats: PartitionStats, now: float) -> float:
         """When the partition's invocation count was last seen to move (now, the first time)."""
@@ -157,10 +176,6 @@ def _names(mapping: Mapping) -> dict[str, str]:
     """The mapping as its metrics and log lines label it."""
     function, source = mapping.labels
     return {"function": function, "mapping": source}
-
-
-def _fatal(mapping: Mapping) -> dict[str, Any]:
-    return {**_names(mapping), "reason": "fatal", "error": mapping.stats.fatal}
 
 
 def _partition(

@@ -6,14 +6,16 @@ failure log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Collection
 
+from .backoff import retry_delay
 from .config import MappingConfig
 from .destinations import Destination
 from .dispatch import Function
-from .errors import ConfigError, SourceError
+from .errors import ConfigError, SourceError, SourceUnreachable
 from .failures import FailureLog
 from .filters import FilterCriteria
 from .outcome import QueueOutcome, StreamOutcome
@@ -27,6 +29,9 @@ log = logging.getLogger("streamfn.mapping")
 #: AWS: "When you configure both infinite retries and an on-failure destination, Lambda
 #: automatically applies a maximum of 10 retry attempts" (Kafka).
 KAFKA_RETRY_CAP = 10
+
+#: Seconds: the longest wait between two reconnections of an unreachable source.
+UNREACHABLE_RETRY_CAP = 60.0
 
 
 class Mapping:
@@ -79,6 +84,8 @@ class Mapping:
                 function, source, self.config, on_failure, max_retries, self.stats, self.failures
             )
         self.runners: dict[str, tuple[PartitionRunner, asyncio.Task[None]]] = {}
+        #: the source's fatal error once it disabled the mapping
+        self.error: SourceError | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
 
@@ -89,15 +96,72 @@ class Mapping:
         function, mapping = self.labels
         return {"function": function, "mapping": mapping, **fields}
 
-    async def run(self) -> None:
-        """Run until :meth:`stop`; then drain every partition and close the source. A
-        :class:`~streamfn.errors.SourceError` stops the mapping for good: it is logged, kept in
-        ``stats.fatal`` and raised."""
+    @property
+    def state(self) -> str:
+        """Lambda's mapping state, as far as it applies to a running worker: ``Enabled``, or
+        ``Disabled`` (by ``enabled=False``, or by a fatal source error)."""
+        return "Disabled" if not self.config.enabled or self.stats.fatal else "Enabled"
+
+    @property
+    def state_reason(self) -> str | None:
+        """Why the mapping is not processing, in Lambda's words where it has some
+        (``StateTransitionReason`` / ``LastProcessingResult``); None while it runs."""
         if not self.config.enabled:
-            log.info("mapping disabled", extra=self._extra())
-            await self._stopping.wait()
-            return
-        log.info("mapping started", extra=self._extra())
+            return "USER_INITIATED"
+        if self.stats.fatal is not None:
+            return f"PROBLEM: {self.stats.fatal}"
+        if self.stats.unreachable is not None:
+            return f"PROBLEM: Connection error: {self.stats.unreachable}"
+        return None
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; then drain every partition and close the source.
+
+        A :class:`~streamfn.errors.SourceError` disables this mapping only, as Lambda disables
+        one whose stream was deleted or whose access was refused: it is logged once, kept in
+        ``stats.fatal`` (``/health``, ``/metrics``) and the other mappings and the Invoke API
+        go on. A :class:`~streamfn.errors.SourceUnreachable` (a broker not up yet, or
+        restarting) is retried with a backoff of up to a minute, one line per attempt."""
+        try:
+            if not self.config.enabled:
+                log.info("mapping disabled", extra=self._extra())
+                await self._stopping.wait()
+                return
+            log.info("mapping started", extra=self._extra())
+            attempt = 0
+            while not self._stopping.is_set():
+                error = await self._run_source()
+                if error is None:
+                    break
+                self._abandon_runners()
+                if not isinstance(error, SourceUnreachable):
+                    self._disable(error)
+                    await self._stopping.wait()
+                    return
+                delay = retry_delay(attempt, 1.0, UNREACHABLE_RETRY_CAP)
+                attempt += 1
+                self.stats.unreachable = str(error)
+                log.error(
+                    f"source unreachable: {error}; the mapping reconnects in {delay:.3g} s",
+                    extra=self._extra(
+                        errorType=type(error).__name__,
+                        errorMessage=str(error),
+                        attempt=attempt,
+                        next=f"reconnect in {delay:.3g} s",
+                    ),
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+        finally:
+            close = getattr(self.on_failure, "close", None)
+            if close is not None:  # destinations that hold a client (Kafka, SQS) release it
+                await close()
+        log.info("mapping stopped", extra=self._extra())
+
+    async def _run_source(self) -> SourceError | None:
+        """Run the source and its partitions until :meth:`stop` (None) or until the source
+        fails with a SourceError (returned). Any other error is a bug and propagates."""
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
@@ -105,23 +169,43 @@ class Mapping:
                 await self._stopping.wait()
                 await self.revoked(list(self.runners))
                 source_task.cancel()
-        except* SourceError as group:
-            error: BaseException = group
+        except BaseExceptionGroup as group:
+            matched, rest = group.split(SourceError)
+            if rest is not None or matched is None:
+                raise
+            error: BaseException = matched
             while isinstance(error, BaseExceptionGroup):  # a runner's own task group nests it
                 error = error.exceptions[0]
-            self.stats.fatal = f"{type(error).__name__}: {error}"
-            log.error(
-                f"source failed; the mapping stops: {self.stats.fatal}",
-                extra=self._extra(errorType=type(error).__name__, errorMessage=str(error)),
-            )
-            for partition in self.runners:
-                self.failures.closed(partition)
-            raise
+            assert isinstance(error, SourceError)
+            return error
         finally:
-            close = getattr(self.on_failure, "close", None)
-            if close is not None:  # destinations that hold a client (Kafka, SQS) release it
-                await close()
-        log.info("mapping stopped", extra=self._extra())
+            self._tg = None
+        return None
+
+    def _abandon_runners(self) -> None:
+        """The source failed and the task group cancelled its partitions' runners: their
+        records in flight are abandoned (the next owner, or this worker once it reconnects,
+        reads them again from the last checkpoint)."""
+        for partition, (runner, _) in self.runners.items():
+            runner.stats.in_flight -= runner.inflight
+            runner.inflight = 0
+            self.failures.closed(partition)
+        self.runners.clear()
+
+    def _disable(self, error: SourceError) -> None:
+        self.error = error
+        self.stats.unreachable = None
+        self.stats.fatal = f"{type(error).__name__}: {error}"
+        log.error(
+            f"source failed; the mapping is disabled: {self.stats.fatal}",
+            extra=self._extra(
+                errorType=type(error).__name__,
+                errorMessage=str(error),
+                next="mapping disabled until the worker restarts; fix the cause first "
+                "(permissions, credentials, the stream or queue)",
+                state="Disabled",
+            ),
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -129,6 +213,7 @@ class Mapping:
     async def assigned(self, partitions: Collection[str]) -> None:
         assert self._tg is not None, "assigned() called outside run()"
         self.stats.assignments += 1
+        self.stats.unreachable = None
         started = []
         for partition in partitions:
             if partition in self.runners or self._stopping.is_set():

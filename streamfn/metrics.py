@@ -235,6 +235,10 @@ class ObservedMapping(Protocol):
     @property
     def source(self) -> object: ...
 
+    @property
+    def state(self) -> str:
+        """``Enabled`` or ``Disabled`` (by configuration or a fatal source error)."""
+
 
 ESM_LABELS = ("function", "mapping", "partition")
 
@@ -347,6 +351,16 @@ def _mapping_reader(
     def samples() -> Samples:
         for labels, mapping in _named(mappings):
             yield labels, float(read(mapping.stats))
+
+    return samples
+
+
+def _state_reader(
+    mappings: Sequence[ObservedMapping], read: Callable[[ObservedMapping], bool]
+) -> Callable[[], Samples]:
+    def samples() -> Samples:
+        for labels, mapping in _named(mappings):
+            yield labels, float(read(mapping))
 
     return samples
 
@@ -543,6 +557,23 @@ class AppMetrics:
                     name, help_text, ESM_LABELS[:2], _mapping_reader(mappings, attrgetter(field))
                 )
             )
+        register(
+            Gauge(
+                "streamfn_esm_enabled",
+                "1 while the mapping polls; 0 once disabled (enabled=False, or a fatal source "
+                "error: access refused, stream or queue deleted).",
+                ESM_LABELS[:2],
+                _state_reader(mappings, lambda m: m.state == "Enabled"),
+            )
+        )
+        register(
+            Gauge(
+                "streamfn_esm_source_unreachable",
+                "1 while the mapping's source cannot be reached and the mapping reconnects.",
+                ESM_LABELS[:2],
+                _state_reader(mappings, lambda m: m.stats.unreachable is not None),
+            )
+        )
         register(
             ReadHistogram(
                 "streamfn_esm_batch_size_records",

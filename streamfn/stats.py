@@ -65,8 +65,10 @@ class MappingStats:
     #: assignments the source announced, empty ones included: a worker its group gives no
     #: partition (more workers than partitions) has still joined, and is ready
     assignments: int = 0
-    #: the source's fatal error, once it stopped for good (the mapping cannot go on)
+    #: the source's fatal error, once it stopped for good: the mapping is disabled
     fatal: str | None = None
+    #: why the source cannot be reached while the mapping reconnects (None once it is)
+    unreachable: str | None = None
 
     def partition(self, partition: str) -> PartitionStats:
         """The stats of ``partition``, created on first use."""

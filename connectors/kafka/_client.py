@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from streamfn.backoff import retry_delay
-from streamfn.errors import ConfigError, SourceError
+from streamfn.errors import ConfigError, SourceError, SourceUnreachable
 
 from .._retrylog import RetryLog
 
@@ -172,7 +172,7 @@ async def start_client(
             return client
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise SourceError(
+            raise SourceUnreachable(
                 f"cannot connect to Kafka at {bootstrap_servers} {purpose}within "
                 f"{connect_timeout:g} s ({attempt} attempts): {error!r}"
             ) from error

@@ -18,12 +18,20 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    IllegalStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 
 from streamfn import tracing
 from streamfn.config import MappingConfig
 from streamfn.destinations import iso_timestamp
-from streamfn.errors import ConfigError
+from streamfn.errors import ConfigError, SourceError
 from streamfn.record import Record, json_text_size
 from streamfn.source import AssignmentListener
 
@@ -42,6 +50,16 @@ from ._client import (
     start_client,
 )
 from .destination import KafkaDestination
+
+#: Errors a fetch can meet that no retry fixes; any other (a broker away, a leader moving) is
+#: transient: aiokafka recovers and the poller backs off meanwhile.
+_REFUSED = (
+    AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+)
 
 log = logging.getLogger("streamfn.kafka")
 
@@ -254,9 +272,12 @@ class KafkaSource:
         if tp is None:  # revoked while the poller was on its way here
             await asyncio.sleep(timeout)
             return ()
-        batches = await self._consumer.getmany(
-            tp, timeout_ms=timeout * 1000, max_records=max_records
-        )
+        try:
+            batches = await self._consumer.getmany(
+                tp, timeout_ms=timeout * 1000, max_records=max_records
+            )
+        except _REFUSED as exc:  # retrying changes nothing: the mapping is disabled
+            raise SourceError(f"{self.describe()}: access refused: {exc!r}") from exc
         messages = batches.get(tp)
         if not messages:
             return ()

@@ -30,9 +30,11 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from streamfn.backoff import retry_delay
+from streamfn.errors import SourceError
 from streamfn.leases import TRIM_HORIZON, Lease
 from streamfn.record import Record
 
+from .._aws import refusal
 from .._retrylog import RetryLog
 
 log = logging.getLogger("streamfn.kinesis")
@@ -212,6 +214,11 @@ class _ShardReader:
     def _failed(self, exc: Any, loop: asyncio.AbstractEventLoop) -> bool:
         """Handle a GetShardIterator/GetRecords error the reader can recover from."""
         code = exc.response.get("Error", {}).get("Code", "")
+        refused = refusal(exc)
+        if refused is not None:  # no retry fixes it: the mapping is disabled
+            raise SourceError(
+                f"{self.source.describe()}: AWS refused access to shard {self.shard} ({refused})"
+            ) from exc
         if code == "ExpiredIteratorException":  # unused for 5 minutes: records waited that long
             log.info(
                 "shard iterator expired; renewing it after the last record read",

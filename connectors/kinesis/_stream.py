@@ -24,11 +24,16 @@ from typing import Any, ClassVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 
 from streamfn.config import MappingConfig
 from streamfn.destinations import iso_timestamp
-from streamfn.errors import ConfigError, SourceError
+from streamfn.errors import ConfigError, SourceError, SourceUnreachable
 from streamfn.leases import (
     TRIM_HORIZON,
     Lease,
@@ -40,6 +45,7 @@ from streamfn.leases import (
 from streamfn.record import Record
 from streamfn.source import AssignmentListener
 
+from .._aws import refusal
 from ._shards import _NOT_FOUND, Position, ShardMetrics, _ShardReader
 
 log = logging.getLogger("streamfn.kinesis")
@@ -316,10 +322,17 @@ class _StreamSource(abc.ABC):
         )
 
     def _source_error(self, what: str, exc: Exception) -> SourceError:
+        """What a failed describe call at start-up means: the stream is missing or access is
+        refused (the mapping is disabled), or the service cannot be reached (it reconnects)."""
         code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else ""
+        endpoint = self._client_args["endpoint_url"] or "AWS"
         if code == _NOT_FOUND:
-            endpoint = self._client_args["endpoint_url"] or "AWS"
             return SourceError(
                 f"{what} {self.stream!r} does not exist (region {self._region}, {endpoint})"
             )
+        refused = refusal(exc)
+        if refused is not None:
+            return SourceError(f"AWS refused access to {what} {self.stream!r} ({refused})")
+        if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+            return SourceUnreachable(f"cannot reach {what} {self.stream!r} at {endpoint}: {exc}")
         return SourceError(f"cannot describe {what} {self.stream!r}: {exc!r}")

@@ -25,7 +25,9 @@ from botocore.exceptions import (
 )
 
 from streamfn.backoff import retry_delay
-from streamfn.errors import ConfigError, SourceError
+from streamfn.errors import ConfigError, SourceError, SourceUnreachable
+
+from .._aws import refusal
 
 MAX_RECEIVE = 10  # messages per ReceiveMessage, and entries per *Batch call
 MAX_WAIT = 20  # seconds: SQS's longest long poll
@@ -36,18 +38,6 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,80}|[A-Za-z0-9_-]{1,75}\.fifo")
 _ARN = re.compile(r"arn:[\w-]+:sqs:([\w-]+):(\d{12}):([\w.-]+)")
 _AWS_URL = re.compile(r"https://sqs\.([\w-]+)\.amazonaws\.com(?:\.cn)?/\d+/[\w.-]+")
 _MISSING = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
-_REFUSED = {
-    "AccessDenied",
-    "AccessDeniedException",
-    "ExpiredToken",
-    "IncompleteSignature",
-    "InvalidAccessKeyId",
-    "InvalidClientTokenId",
-    "InvalidSecurity",
-    "MissingAuthenticationToken",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
-}
 
 
 def error_code(exc: BaseException) -> str:
@@ -146,23 +136,17 @@ def queue_missing(exc: BaseException) -> bool:
 
 
 def fatal_error(exc: BaseException, queue: str, endpoint: str) -> SourceError | None:
-    """The SourceError for a failure no retry can fix (missing queue, refused credentials)."""
+    """The SourceError for a failure no retry can fix (missing queue, refused credentials),
+    or SourceUnreachable when SQS cannot be reached at all."""
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return SourceError(f"no usable AWS credentials for SQS queue {queue!r}: {exc}")
     if isinstance(exc, EndpointConnectionError):
-        return SourceError(f"cannot reach SQS at {endpoint} for queue {queue!r}: {exc}")
-    if not isinstance(exc, ClientError):
-        return None
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return SourceUnreachable(f"cannot reach SQS at {endpoint} for queue {queue!r}: {exc}")
     if queue_missing(exc):
         return SourceError(f"SQS queue {queue!r} does not exist (at {endpoint})")
-    if code in _REFUSED or status in (401, 403):
-        return SourceError(
-            f"AWS refused the credentials used for SQS queue {queue!r} "
-            f"(HTTP {status}, {code}): {error.get('Message', '')}"
-        )
+    refused = refusal(exc)
+    if refused is not None:
+        return SourceError(f"AWS refused the credentials used for SQS queue {queue!r} ({refused})")
     return None
 
 

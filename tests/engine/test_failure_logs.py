@@ -6,45 +6,19 @@ fatal source error each with their own line."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 import pytest
 
 from streamfn import App, Batch, Context
-from streamfn.config import MappingConfig
-from streamfn.errors import SourceError
-from streamfn.logs import JsonFormatter
 from streamfn.record import Record
-from streamfn.source import AssignmentListener
 from streamfn.testing import MemoryDestination, MemoryQueue, MemorySource, wait_until
 
+from .conftest import Line
 from .helpers import FAST_RETRY
-
-Line = dict[str, Any]
-
-
-@pytest.fixture
-def lines() -> Iterator[list[Line]]:
-    """Every line streamfn logs, formatted as JSON and parsed back."""
-    collected: list[Line] = []
-    formatter = JsonFormatter()
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            collected.append(json.loads(formatter.format(record)))
-
-    handler = Collect()
-    logger = logging.getLogger("streamfn")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield collected
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def failures(lines: list[Line], kind: str = "invocation") -> list[Line]:
@@ -371,29 +345,3 @@ async def test_rebalance_lines_name_the_partitions(lines: list[Line]) -> None:
     ]
     stats = app.mappings[0].stats
     assert (stats.assigned, stats.revoked) == (4, 4)  # the stop revoked p0 and p2
-
-
-class DyingSource(MemorySource):
-    """Assigns its partitions, then fails for good."""
-
-    async def run(self, config: MappingConfig, listener: AssignmentListener) -> None:
-        await listener.assigned(list(self.logs))
-        raise SourceError("stream deleted")
-
-
-async def test_fatal_source_error_is_logged_and_kept(lines: list[Line]) -> None:
-    source = DyingSource()
-    app = App()
-
-    @app.consume(source)
-    async def handler(batch: Batch, context: Context) -> None:
-        pass
-
-    with pytest.raises(BaseExceptionGroup) as raised:
-        async with app.running():
-            await asyncio.Event().wait()
-    assert raised.group_contains(SourceError)
-    assert app.mappings[0].stats.fatal == "SourceError: stream deleted"
-    [line] = [line for line in lines if line["message"].startswith("source failed")]
-    assert line["level"] == "ERROR"
-    assert (line["errorType"], line["errorMessage"]) == ("SourceError", "stream deleted")

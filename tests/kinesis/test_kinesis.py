@@ -19,7 +19,7 @@ from streamfn.connectors.kinesis._shards import _ShardReader
 from streamfn.leases import Lease
 from streamfn.testing import MemoryDestination, wait_until
 
-from . import FAST_RETRY, create_stream, kinesis_source, leaf, put, shard_ids
+from . import FAST_RETRY, create_stream, kinesis, kinesis_source, put, shard_ids
 
 pytestmark = pytest.mark.usefixtures("aws_env")
 
@@ -336,10 +336,32 @@ async def test_a_stream_that_does_not_exist_is_a_clear_source_error(
     app = App()
     source = kinesis_source(moto_endpoint, "no-such-stream", tmp_path)
     app.consume(source, name="noop")(lambda batch, context: None)
-    with pytest.raises(ExceptionGroup) as caught:
-        async with app.running():
-            await wait_until(lambda: False)
-    error = leaf(caught.value)
+    async with app.running():  # the mapping is disabled; the app goes on
+        await wait_until(lambda: app.mappings[0].error is not None)
+    error = app.mappings[0].error
     assert isinstance(error, SourceError)
     assert "Kinesis stream 'no-such-stream' does not exist" in str(error)
     assert "us-east-1" in str(error) and moto_endpoint in str(error)
+
+
+async def test_a_stream_deleted_while_running_disables_its_mapping(
+    moto_endpoint: str, tmp_path: Path
+) -> None:
+    stream = create_stream(moto_endpoint, 1)
+    put(moto_endpoint, stream, ["one"])
+    app = App()
+    seen: list[bytes] = []
+
+    @app.consume(kinesis_source(moto_endpoint, stream, tmp_path))
+    async def handler(batch: Batch, context: Context) -> None:
+        seen.extend(record.value for record in batch)
+
+    mapping = app.mappings[0]
+    async with asyncio.timeout(30), app.running():
+        await wait_until(lambda: seen == [b"one"])
+        kinesis(moto_endpoint).delete_stream(StreamName=stream)
+        await wait_until(lambda: mapping.error is not None, timeout=25)
+        assert app.health.live().ok  # the worker lives on; the mapping is disabled
+    assert isinstance(mapping.error, SourceError)
+    assert "no longer exists" in str(mapping.error)
+    assert mapping.state_reason is not None and mapping.state_reason.startswith("PROBLEM: ")

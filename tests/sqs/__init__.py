@@ -10,10 +10,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-import pytest
 from aiobotocore.session import AioSession
 
 from streamfn import App
+from streamfn.testing import wait_until
 
 
 @contextlib.asynccontextmanager
@@ -84,11 +84,16 @@ async def wait_empty(client: Any, url: str, timeout: float = 15.0) -> None:
 
 
 async def failure_of(app: App, timeout: float = 10.0) -> BaseException:
-    """The first error that stops ``app`` from running, unwrapped from its task groups."""
-    with pytest.raises(BaseExceptionGroup) as info:
+    """The error that disabled ``app``'s first mapping, or the first that stopped the app,
+    unwrapped from its task groups."""
+    mapping = app.mappings[0]
+    try:
         async with asyncio.timeout(timeout), app.running():
-            await asyncio.Event().wait()
-    error: BaseException = info.value
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+            await wait_until(lambda: mapping.error is not None, timeout)
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        return error
+    assert mapping.error is not None
+    return mapping.error

@@ -526,3 +526,29 @@ async def test_batch_calls_retry_entries_that_failed_on_the_server_side() -> Non
     assert failures == [("m2", "ReceiptHandleIsInvalid")]
     assert calls[0] == [f"m{i}" for i in range(10)]
     assert sorted(calls[1:]) == [["m1"], ["m10", "m11"]]
+
+
+async def test_a_queue_deleted_while_running_disables_only_its_mapping(
+    sqs: Any, moto_endpoint: str
+) -> None:
+    doomed_url, other_url = await create_queue(sqs), await create_queue(sqs)
+    app = App()
+    seen: list[bytes] = []
+    app.consume(SQSSource(doomed_url, endpoint_url=moto_endpoint), name="doomed")(
+        lambda event, context: None
+    )
+
+    @app.consume(SQSSource(other_url, endpoint_url=moto_endpoint), name="other")
+    async def other(batch: Batch, context: Context) -> None:
+        seen.extend(record.value for record in batch)
+
+    doomed = app.mappings[0]
+    async with asyncio.timeout(30), app.running():
+        await wait_until(lambda: doomed.stats.assignments > 0)
+        await sqs.delete_queue(QueueUrl=doomed_url)
+        await wait_until(lambda: doomed.error is not None, timeout=25)
+        await send(sqs, other_url, ["still here"])
+        await wait_until(lambda: seen == [b"still here"])
+    assert isinstance(doomed.error, SourceError)
+    assert "does not exist" in str(doomed.error)
+    assert doomed.state == "Disabled"
