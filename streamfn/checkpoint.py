@@ -42,11 +42,13 @@ class Chunk:
 class Checkpoint:
     """The settled prefix of one partition."""
 
-    __slots__ = ("_chunks", "position")
+    __slots__ = ("_chunks", "position", "settled")
 
     def __init__(self) -> None:
         self._chunks: deque[Chunk] = deque()
         self.position: Record | None = None
+        #: records in the settled prefix so far (the count at ``position``)
+        self.settled = 0
 
     def add(self, records: Sequence[Record], settled: Indexes | None = None) -> Chunk:
         """Track a fetched chunk; ``settled`` marks records that need no invocation."""
@@ -71,6 +73,7 @@ class Checkpoint:
             if end == -1:
                 end = len(head.records)
             if end > head.prefix:
+                self.settled += end - head.prefix
                 head.prefix = end
                 self.position = head.records[end - 1]
                 moved = True

@@ -180,6 +180,10 @@ class MappingConfig:
     retry_base_delay: float = 1.0
     retry_max_delay: float = 60.0
     shutdown_timeout: float = 30.0
+    #: Stream sources: records settled but not yet committed that a partition may hold before
+    #: its next invocation waits for the commit; bounds the records run again after a crash
+    #: (None: the batch size; -1: no bound, the commit trails as far as it likes).
+    max_uncommitted_records: int | None = None
     #: Filled in by the engine from the mapped function, so a source can check its own
     #: timeouts against it (SQS: the queue's visibility timeout must not be shorter).
     function_timeout: float | None = None
@@ -222,6 +226,8 @@ class MappingConfig:
         _check_number("retry_base_delay", self.retry_base_delay, 0.001, 3600)
         _check_number("retry_max_delay", self.retry_max_delay, self.retry_base_delay, 86_400)
         _check_number("shutdown_timeout", self.shutdown_timeout, 0, 3600)
+        if self.max_uncommitted_records not in (None, -1):
+            _check_int("max_uncommitted_records", self.max_uncommitted_records, 1, 1_000_000)
 
     @property
     def report_batch_item_failures(self) -> bool:
@@ -229,9 +235,13 @@ class MappingConfig:
 
     def resolved(self, batch_size: int, maximum_batching_window: float) -> MappingConfig:
         """This config with the source's defaults filled in."""
+        size = self.batch_size if self.batch_size is not None else batch_size
         return dataclasses.replace(
             self,
-            batch_size=self.batch_size if self.batch_size is not None else batch_size,
+            batch_size=size,
+            max_uncommitted_records=(
+                self.max_uncommitted_records if self.max_uncommitted_records is not None else size
+            ),
             maximum_batching_window=(
                 self.maximum_batching_window
                 if self.maximum_batching_window is not None

@@ -88,6 +88,14 @@ class PartitionRunner:
         ]
         self.checkpoint = Checkpoint()
         self.committed: Record | None = None
+        #: ``checkpoint.settled`` at the last commit the source acknowledged
+        self.committed_count = 0
+        #: a lane waits before its next invocation while this many settled records are not
+        #: committed yet (streams; 0: no bound): what a crash can make run twice stays within
+        #: the batches in flight plus this
+        bound = config.max_uncommitted_records
+        self.uncommitted_limit = 0 if self.queue or bound is None or bound < 0 else bound
+        self._commit_landed = asyncio.Event()
         # This runner's own count, for backpressure; the stats' count adds up every runner of
         # the partition, since a revoked one may still be finishing as the next one starts.
         self.inflight = 0
@@ -229,14 +237,25 @@ class PartitionRunner:
                 lane.put(chunk, recs, idxs)
 
     async def _drive(self, lane: Lane) -> None:
+        """Run ``lane``'s batches through the outcome policy, one at a time. Before taking a
+        batch it waits while the partition holds ``uncommitted_limit`` settled records the
+        source has not acknowledged: the commit, not the handler, then sets the pace, and
+        a crash re-delivers at most the batches in flight plus that bound."""
         outcome = self.outcome
         limit = self.payload_limit
         measure = self.measure
         stop = self._stop
         stats = self.stats
         failures = self.failures
+        limit_uncommitted = self.uncommitted_limit
+        checkpoint = self.checkpoint
         while not stop.is_set():
             lane.busy = False
+            while limit_uncommitted and (
+                checkpoint.settled - self.committed_count >= limit_uncommitted
+            ):
+                self._commit_landed.clear()
+                await self._commit_landed.wait()
             records, portions = await lane.next_batch()
             lane.busy = True
             try:
@@ -275,8 +294,11 @@ class PartitionRunner:
         position = self.checkpoint.position
         if position is not None and position is not self.committed:
             assert self._stream is not None, "a queue source has no checkpoint to commit"
+            settled = self.checkpoint.settled
             await self._stream.commit(self.partition, position)
             self.committed = position
+            self.committed_count = settled
+            self._commit_landed.set()
             self.stats.commits += 1
             self.stats.last_commit = time.time()
 

@@ -1,5 +1,6 @@
 """A Kafka worker for crash tests, run with ``streamfn run``: it appends each record it
-processes to KAFKA_OUTPUT as "<partition> <offset>" lines, one write per batch."""
+processes to KAFKA_OUTPUT as "<partition> <offset>" lines, one write per batch. KAFKA_BATCH_SIZE,
+KAFKA_WORK_SECONDS (per batch) and KAFKA_MAX_UNCOMMITTED change its mapping."""
 
 from __future__ import annotations
 
@@ -21,8 +22,16 @@ source = KafkaSource(
 )
 
 
-@app.consume(source, batch_size=20)
+WORK = float(os.environ.get("KAFKA_WORK_SECONDS", "0.01"))  # so the kill lands mid-stream
+
+
+@app.consume(
+    source,
+    batch_size=int(os.environ.get("KAFKA_BATCH_SIZE", "20")),
+    max_uncommitted_records=int(os.environ.get("KAFKA_MAX_UNCOMMITTED", "0")) or None,
+)
 def handler(batch: Batch, context: Any) -> None:
     with open(OUTPUT, "a") as out:
         out.write("".join(f"{r.partition} {r.offset}\n" for r in batch))
-    time.sleep(0.01)  # some work, so the kill lands mid-stream
+    if WORK:
+        time.sleep(WORK)
