@@ -109,23 +109,34 @@ class _TimedSource(KafkaSource):
         return records
 
 
-async def drain_streamfn(servers: str, topic: str, clock: DrainClock, batch_size: int) -> None:
+async def drain_streamfn(
+    servers: str, topic: str, clock: DrainClock, batch_size: int, max_uncommitted: int | None
+) -> None:
     """streamfn's path: KafkaSource, per-partition pollers, a no-op batch handler; the engine
-    commits after every batch."""
+    commits after every batch, holding at most ``max_uncommitted`` settled records
+    uncommitted per partition (None: the default, one batch)."""
     source = _TimedSource(
         topic, bootstrap_servers=servers, group_id=f"bench-streamfn-{uuid.uuid4().hex}"
     )
     source.clock = clock
-    await clock.drain_with_noop_app(source, batch_size)
+    await clock.drain_with_noop_app(source, batch_size, max_uncommitted_records=max_uncommitted)
 
 
 async def _drain(
-    side: str, servers: str, topic: str, records: int, batch_size: int, timeout: float
+    side: str,
+    servers: str,
+    topic: str,
+    records: int,
+    batch_size: int,
+    timeout: float,
+    max_uncommitted: int | None,
 ) -> dict[str, Any]:
     clock = DrainClock(records)
-    drain = drain_raw if side == "raw" else drain_streamfn
     async with asyncio.timeout(timeout):
-        await drain(servers, topic, clock, batch_size)
+        if side == "raw":
+            await drain_raw(servers, topic, clock, batch_size)
+        else:
+            await drain_streamfn(servers, topic, clock, batch_size, max_uncommitted)
     return clock.result(side)
 
 
@@ -141,6 +152,7 @@ def _run_side(side: str, servers: str, topic: str, args: argparse.Namespace) -> 
         str(args.records),
         str(args.batch_size),
         str(args.timeout),
+        str(args.max_uncommitted or 0),
     ]
     done = subprocess.run(command, capture_output=True, timeout=args.timeout + 30, check=False)
     if done.returncode != 0:
@@ -170,6 +182,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         help="seconds each side may take before the bench gives up",
     )
+    parser.add_argument(
+        "--max-uncommitted",
+        type=int,
+        default=None,
+        help="the mapping's max_uncommitted_records (default: the batch size; -1: no bound)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -187,6 +205,7 @@ def main(args: argparse.Namespace) -> int:
         "record_size": args.record_size,
         "partitions": args.partitions,
         "batch_size": args.batch_size,
+        "max_uncommitted_records": args.max_uncommitted,
         "fill_s": round(fill_s, 3),
         "raw": raw,
         "streamfn": streamfn,
@@ -210,11 +229,21 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _side_main(argv: Sequence[str]) -> int:
-    side, servers, topic, records, batch_size, timeout = argv
+    side, servers, topic, records, batch_size, timeout, max_uncommitted = argv
     if side not in SIDES:
         raise SystemExit(f"unknown side {side!r}: expected one of {SIDES}")
     logs.configure("warning")
-    result = run_loop(_drain(side, servers, topic, int(records), int(batch_size), float(timeout)))
+    result = run_loop(
+        _drain(
+            side,
+            servers,
+            topic,
+            int(records),
+            int(batch_size),
+            float(timeout),
+            int(max_uncommitted) or None,
+        )
+    )
     print(orjson.dumps(result).decode())
     return 0
 

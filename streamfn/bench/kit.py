@@ -830,9 +830,10 @@ class DrainClock:
             self._stop = (time.perf_counter(), time.process_time())
             self.done.set()
 
-    async def drain_with_noop_app(self, source: Source, batch_size: int) -> None:
+    async def drain_with_noop_app(self, source: Source, batch_size: int, **settings: Any) -> None:
         """streamfn's side of a drain: one mapping from ``source`` (from TRIM_HORIZON, no
-        batching window) into a no-op batch handler that counts, until every record is seen."""
+        batching window, and ``settings``) into a no-op batch handler that counts, until
+        every record is seen."""
         app = App("bench")
 
         @app.consume(
@@ -840,6 +841,7 @@ class DrainClock:
             batch_size=batch_size,
             maximum_batching_window=0,
             starting_position="TRIM_HORIZON",
+            **settings,
         )
         async def noop(batch: Any, context: Any) -> None:
             self.count(len(batch))

@@ -23,9 +23,12 @@ from .conftest import FAST_GROUP, Kafka, Seen, eventually
 WORKER = Path(__file__).parent / "apps" / "worker.py"
 
 
-def start_worker(kafka: Kafka, topic: str, group: str, output: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    kafka: Kafka, topic: str, group: str, output: Path, **settings: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **settings,
         "KAFKA_BOOTSTRAP": kafka.address,
         "KAFKA_TOPIC": topic,
         "KAFKA_GROUP": group,
@@ -74,6 +77,40 @@ async def test_a_worker_killed_with_sigkill_loses_nothing_after_a_restart(
     assert len(processed(output)) >= 600
     assert {p for p, _ in processed(output)} == {f"{topic}-0", f"{topic}-1"}
     assert sum(c or 0 for c in await kafka.committed(group, topic, 2)) == 600
+
+
+@pytest.mark.slow
+async def test_duplicates_after_sigkill_stay_within_the_batches_in_flight_and_the_bound(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    """A worker draining a backlog as fast as it can is killed: what the restarted worker runs
+    again is at most, per partition, the batch in flight and ``max_uncommitted_records``
+    (one batch by default), whatever the commits' latency."""
+    partitions, batch = 4, 100
+    total = 8_000
+    topic = await kafka.create_topic(partitions=partitions)
+    group = "g-dup-" + topic
+    await kafka.produce(topic, [b"%d" % i for i in range(total)], key=lambda i: b"k%d" % i)
+    output = tmp_path / "processed"
+    settings = {"KAFKA_BATCH_SIZE": str(batch), "KAFKA_WORK_SECONDS": "0"}
+
+    first = start_worker(kafka, topic, group, output, **settings)
+    try:
+        await eventually(lambda: len(processed(output)) >= total // 4, timeout=60)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert len(set(processed(output))) < total, "the kill came too late to test anything"
+
+    second = start_worker(kafka, topic, group, output, **settings)
+    try:
+        await eventually(lambda: len(set(processed(output))) == total, timeout=90)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+
+    duplicates = len(processed(output)) - total
+    assert 0 <= duplicates <= partitions * (1 + 1) * batch
 
 
 class _NoAssignments:
