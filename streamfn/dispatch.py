@@ -51,6 +51,15 @@ TAIL_BYTES = 4096  # X-Amz-Log-Result carries the last 4 KB of the invocation's 
 #: Names this process in log stream names, as a sandbox's id does on Lambda.
 _INSTANCE = os.urandom(16).hex()
 
+log = logging.getLogger("streamfn.dispatch")
+
+#: What asyncio says when a handler starts an event loop inside streamfn's running one (as
+#: Powertools' ``async_process_partial_response`` does in an ``async def`` handler).
+_NESTED = (
+    "asyncio.run() cannot be called from a running event loop",
+    "This event loop is already running",
+)
+
 
 @dataclass(slots=True)
 class InvocationResult:
@@ -302,6 +311,7 @@ class Function:
             type(handler).__call__
         )
         self._executor = executor
+        self._hinted = False
         self.concurrency = concurrency or Concurrency(config.reserved_concurrency)
         metrics = metrics or AppMetrics()
         self._errors = metrics.errors.labels(config.name, config.version)
@@ -411,6 +421,21 @@ class Function:
                 )
         return InvocationResult(request_id, value, None, self.version)
 
+    def _hint_nested_loop(self) -> None:
+        """Say once per function how to fix a handler that starts its own event loop; the
+        invocation's error stays the one Lambda would report."""
+        if self._hinted:
+            return
+        self._hinted = True
+        log.warning(
+            f"function {self.name}: its async def handler started an event loop of its own "
+            "(asyncio.run or run_until_complete, as Powertools' async_process_partial_response "
+            "does) inside streamfn's running loop; write the handler as def (streamfn runs def "
+            "handlers in a worker thread, as Lambda calls handlers synchronously) or call it "
+            "with await asyncio.to_thread(...)",
+            extra={"function": self.name},
+        )
+
     async def call(self, event: Any, ctx: Context) -> Any:
         """Call the handler under the function timeout, holding (then releasing) the concurrency
         slot the caller took, and return its value. A handler error or timeout raises
@@ -447,6 +472,8 @@ class Function:
         except Exception as exc:
             self._errors.inc()
             error = error_object(exc, request_id)
+            if self.is_async and isinstance(exc, RuntimeError) and str(exc).startswith(_NESTED):
+                self._hint_nested_loop()
             raise FunctionError(error) from None
         finally:
             # The context was made as the invocation started: its deadline says when.

@@ -10,9 +10,17 @@ Semantics (EventBridge content filtering, as Lambda event source mappings apply 
 
 * Filters are ORed; the fields of a pattern object are ANDed; a leaf is a list of alternatives,
   ORed; ``"$or": [{...}, {...}]`` ORs whole sub-patterns at any level.
-* Exact values match by JSON type and value: strings byte for byte, ``300`` never equals
-  ``300.0`` or ``"300"``, booleans only equal booleans. The view holds decoded JSON, so
-  ``300.0`` and ``3.0e2`` (both a float) cannot be told apart, unlike in AWS.
+* Where AWS's engine (event-ruler) answers otherwise than AWS's documentation, streamfn follows
+  the engine: the cases in ``tests/filter_cases`` are ones AWS answered.
+* Exact values match by JSON type and value: strings byte for byte, booleans only equal
+  booleans, ``null`` only ``null``. Numbers compare by value: ``[300]`` matches ``300``,
+  ``300.0`` and ``3.0e2`` (AWS does, though its docs say "not considered equal"), never ``"300"``.
+* A dotted key is the path it spells, in patterns and in events: ``{"state.status": [...]}``
+  is ``{"state": {"status": [...]}}``, and matches an event holding ``{"state.status": v}``
+  as well as ``{"state": {"status": v}}`` (AWS's engine joins every path with dots). An event's
+  dotted keys are only read where the plain key (``state``) is absent, which keeps the common
+  case a single lookup; an event holding both ``state`` and ``state.status`` is matched on
+  ``state`` alone.
 * An event array matches a leaf when any element does; for a nested pattern, all its fields must
   match inside the same array element.
 * An object pattern never matches a non-object value, and a value list never matches an object
@@ -171,17 +179,20 @@ def _reject_constant(name: str) -> Any:
 
 def _compile_object(pattern: Mapping[str, Any], path: str) -> ObjMatch:
     checks: list[ObjMatch] = []
-    for key, spec in pattern.items():
+    for key, spec in _undotted(pattern, path).items():
         where = f"{path}.{key}" if path else key
         if key == "$or":
             checks.append(_compile_or(spec, where))
         elif isinstance(spec, dict):
             sub = _compile_object(spec, where)
-            checks.append(_object_field(key, sub, absent=sub({})))
+            dotted = tuple(f"{key}.{name}" for name in sorted(_field_paths(spec)))
+            checks.append(_object_field(key, sub, sub({}), dotted))
         elif isinstance(spec, list):
             pred, absent = _compile_leaf(spec, where)
             kinds = {type(item) for item in spec}
-            if len(kinds) == 1 and dict not in kinds:
+            if kinds <= {int, float}:
+                checks.append(_number_field(key, frozenset(spec), pred))
+            elif len(kinds) == 1 and dict not in kinds:
                 checks.append(_exact_field(key, kinds.pop(), frozenset(spec), pred))
             else:
                 checks.append(_leaf_field(key, pred, absent))
@@ -192,6 +203,55 @@ def _compile_object(pattern: Mapping[str, Any], path: str) -> ObjMatch:
                 f"got {type(spec).__name__} {spec!r}{hint}"
             )
     return _all_of(tuple(checks))
+
+
+def _undotted(pattern: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """``pattern`` with each dotted key spelled out as nested objects, merged with its siblings.
+
+    AWS's engine names every field by its dot-joined path, so ``{"a.b": [1], "a": {"c": [2]}}``
+    is one object ``a`` with fields ``b`` and ``c`` (and both must match inside one element of
+    an array ``a``). Two value lists for one path: the later replaces the earlier, as in the
+    engine. A path that is both a value list and an object cannot be compiled; refused.
+    """
+    if not any("." in key for key in pattern):
+        return pattern
+    merged: dict[str, Any] = {}
+    for key, spec in pattern.items():
+        first, *rest = [key] if key == "$or" else key.split(".")
+        for name in reversed(rest):
+            spec = {name: spec}
+        _merge_into(merged, first, spec, f"{path}.{key}" if path else key)
+    return merged
+
+
+def _field_paths(pattern: Mapping[str, Any]) -> set[str]:
+    """Every path the pattern names, dot-joined, its objects' included (``a``, ``a.b``), and
+    through ``$or`` branches: the event keys that can stand for part of it."""
+    paths: set[str] = set()
+    for key, spec in _undotted(pattern, "").items():
+        if key == "$or":
+            for branch in spec:
+                paths |= _field_paths(branch)
+            continue
+        paths.add(key)
+        if isinstance(spec, dict):
+            paths.update(f"{key}.{name}" for name in _field_paths(spec))
+    return paths
+
+
+def _merge_into(node: dict[str, Any], name: str, spec: Any, where: str) -> None:
+    """Put ``spec`` at ``node[name]``, merging objects field by field, so that two spellings of
+    one object become one object (and its fields stay together inside array elements)."""
+    existing = node.get(name, _MISSING)
+    if existing is _MISSING or not (isinstance(existing, dict) or isinstance(spec, dict)):
+        node[name] = spec
+    elif isinstance(existing, dict) and isinstance(spec, dict):
+        combined = dict(existing)  # a copy: the caller's pattern is never changed
+        for key, value in spec.items():
+            _merge_into(combined, key, value, where)
+        node[name] = combined
+    else:
+        raise _Invalid(f"at {where}: this path is given both a value list and an object")
 
 
 def _compile_or(spec: Any, where: str) -> ObjMatch:
@@ -228,8 +288,14 @@ def _any_of(checks: tuple[ObjMatch, ...]) -> ObjMatch:
     return any_of
 
 
-def _object_field(key: str, sub: ObjMatch, absent: bool) -> ObjMatch:
-    """``absent`` is the sub-pattern's verdict on ``{}``: only ``exists: false`` leaves pass."""
+def _object_field(key: str, sub: ObjMatch, absent: bool, dotted: tuple[str, ...]) -> ObjMatch:
+    """``absent`` is the sub-pattern's verdict on ``{}``: only ``exists: false`` leaves pass.
+
+    Where ``key`` is absent, the event's keys that start with ``key.`` are read as the object
+    they spell. ``dotted`` lists the keys that can matter (``key.`` and each path the
+    sub-pattern names), so that a miss costs a lookup per path, not a pass over the event.
+    """
+    prefix = key + "."
 
     def object_field(obj: Mapping[str, Any]) -> bool:
         value = obj.get(key, _MISSING)
@@ -238,9 +304,20 @@ def _object_field(key: str, sub: ObjMatch, absent: bool) -> ObjMatch:
             return sub(value)
         if kind is list:
             return _any_element(value, sub)
-        return absent if value is _MISSING else False
+        if value is not _MISSING:
+            return False
+        for name in dotted:
+            if name in obj:
+                return sub(_dotted(obj, prefix))
+        return absent
 
     return object_field
+
+
+def _dotted(obj: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The object that ``obj``'s keys starting with ``prefix`` spell."""
+    start = len(prefix)
+    return {name[start:]: value for name, value in obj.items() if name.startswith(prefix)}
 
 
 def _any_element(values: Sequence[Any], sub: ObjMatch) -> bool:
@@ -282,6 +359,21 @@ def _exact_field(key: str, kind: type, members: frozenset[Any], pred: Pred) -> O
         return False
 
     return exact_field
+
+
+def _number_field(key: str, members: frozenset[Any], pred: Pred) -> ObjMatch:
+    """``_exact_field`` for a list of numbers, which match ints and floats alike by value."""
+
+    def number_field(obj: Mapping[str, Any]) -> bool:
+        value = obj.get(key, _MISSING)
+        value_kind = type(value)
+        if value_kind is int or value_kind is float:
+            return value in members
+        if value_kind is list:
+            return _scan(value, pred) is True
+        return False
+
+    return number_field
 
 
 def _scan(values: Sequence[Any], pred: Pred) -> bool | None:
@@ -407,10 +499,21 @@ def _any_pred(preds: tuple[Pred, ...]) -> Pred:
 
 
 def _exact(values: list[Any]) -> Pred:
-    """Equality keyed by exact type, so ``1``, ``1.0``, ``True`` and ``"1"`` stay distinct."""
+    """Equality keyed by JSON type, so ``1``, ``True`` and ``"1"`` stay distinct; ints and
+    floats are one type (``1 == 1.0``, and Python hashes them alike)."""
     by_type: dict[type, set[Any]] = {}
     for value in values:
         by_type.setdefault(type(value), set()).add(value)
+    numbers = by_type.pop(int, set()) | by_type.pop(float, set())
+    if numbers and not by_type:
+        frozen_numbers = frozenset(numbers)
+
+        def equals_number(value: Any) -> bool:
+            return type(value) in _NUMBER_TYPES and value in frozen_numbers
+
+        return equals_number
+    if numbers:
+        by_type[int] = by_type[float] = numbers
     if len(by_type) == 1:
         ((kind, members),) = by_type.items()
         if len(members) == 1:
@@ -514,6 +617,8 @@ def _anything_but(arg: Any, where: str) -> Pred:
     """The negation of the inner test over present leaf values; a missing field never matches.
 
     Numbers in the list compare numerically (``100`` excludes ``100.0``), as EventBridge does.
+    ``prefix`` and ``suffix`` take a string or a list of them, none empty (AWS refuses an empty
+    one here, though a plain ``{"prefix": ""}`` is accepted and matches every string).
     """
     if isinstance(arg, dict):
         if len(arg) != 1 or not arg.keys() <= {"prefix", "suffix", "equals-ignore-case"}:
@@ -523,9 +628,9 @@ def _anything_but(arg: Any, where: str) -> Pred:
             )
         ((op, inner_arg),) = arg.items()
         if op == "prefix":
-            inner = _starts((_string_arg("anything-but prefix", inner_arg, where),))
+            inner = _starts(_affixes(f"anything-but {op}", inner_arg, where))
         elif op == "suffix":
-            inner = _ends((_string_arg("anything-but suffix", inner_arg, where),))
+            inner = _ends(_affixes(f"anything-but {op}", inner_arg, where))
         else:
             names = inner_arg if isinstance(inner_arg, list) and inner_arg else [inner_arg]
             inner = _folded_in(
@@ -551,6 +656,15 @@ def _anything_but(arg: Any, where: str) -> Pred:
         return not inner(value)
 
     return anything_but
+
+
+def _affixes(op: str, arg: Any, where: str) -> tuple[str, ...]:
+    texts = arg if isinstance(arg, list) else [arg]
+    if not texts or not all(isinstance(text, str) and text for text in texts):
+        raise _Invalid(
+            f"at {where}: {op} takes a non-empty string or a non-empty list of them, not {arg!r}"
+        )
+    return tuple(texts)
 
 
 def _member_of(kind: tuple[type, ...], members: frozenset[Any]) -> Pred:

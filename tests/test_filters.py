@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streamfn.connectors.kinesis import DynamoDBStreamSource, KinesisSource
+from streamfn.connectors.sqs import SQSSource
 from streamfn.errors import ConfigError
 from streamfn.filters import MAX_FILTERS, MAX_PATTERN_CHARS, FilterCriteria
+from streamfn.record import Record
 
 
 def match(pattern: dict[str, Any], view: dict[str, Any]) -> bool:
@@ -241,11 +247,21 @@ def test_equals_matches_strings_byte_for_byte_without_case_folding() -> None:
     assert not match({"body": {"Name": ["Alice"]}}, sqs({"Name": "Alice "}))
 
 
-def test_equals_numbers_compare_by_json_type_not_numeric_value() -> None:
+def test_equals_numbers_compare_by_value_as_aws_does_not_as_its_docs_say() -> None:
     assert match({"body": {"n": [300]}}, sqs({"n": 300}))
-    assert not match({"body": {"n": [300]}}, sqs({"n": 300.0}))
+    assert match({"body": {"n": [300]}}, sqs({"n": 300.0}))
+    assert match({"body": {"n": [300.0]}}, sqs({"n": 300}))
+    assert match({"body": {"n": [300]}}, sqs({"n": [1, 300.0]}))
+    assert not match({"body": {"n": [300]}}, sqs({"n": 300.5}))
     assert not match({"body": {"n": [300]}}, sqs({"n": "300"}))
     assert not match({"body": {"n": ["300"]}}, sqs({"n": 300}))
+
+
+def test_equals_numbers_among_other_kinds_still_compare_by_value() -> None:
+    pattern = {"n": ["300", 300, None]}
+    assert match(pattern, {"n": 300.0})
+    assert match(pattern, {"n": "300"})
+    assert not match(pattern, {"n": "300.0"})
 
 
 def test_equals_booleans_only_match_booleans() -> None:
@@ -274,8 +290,8 @@ def test_values_in_a_leaf_list_are_ored() -> None:
 
 def test_mixed_alternatives_in_one_leaf_are_ored() -> None:
     pattern = {"v": ["x", 7, {"prefix": "us-"}, {"numeric": [">", 100]}, None]}
-    assert all(match(pattern, {"v": v}) for v in ("x", 7, "us-east-1", 101, None))
-    assert not any(match(pattern, {"v": v}) for v in ("y", 8, "eu-west-1", 7.0, False))
+    assert all(match(pattern, {"v": v}) for v in ("x", 7, 7.0, "us-east-1", 101, None))
+    assert not any(match(pattern, {"v": v}) for v in ("y", 8, "eu-west-1", "7", False))
 
 
 def test_or_matches_when_any_branch_matches() -> None:
@@ -329,6 +345,35 @@ def test_anything_but_suffix_excludes_strings_with_that_suffix() -> None:
     pattern = {"file": [{"anything-but": {"suffix": ".tmp"}}]}
     assert match(pattern, {"file": "a.png"})
     assert not match(pattern, {"file": "a.tmp"})
+
+
+def test_anything_but_prefix_list_excludes_strings_with_any_of_them() -> None:
+    pattern = {"state": [{"anything-but": {"prefix": ["init", "test"]}}]}
+    assert match(pattern, {"state": "post-init"})
+    assert match(pattern, {"state": 12})
+    assert not match(pattern, {"state": "testing"})
+    assert not match(pattern, {})
+
+
+def test_anything_but_suffix_list_excludes_strings_with_any_of_them() -> None:
+    pattern = {"file": [{"anything-but": {"suffix": [".tmp", ".bak"]}}]}
+    assert match(pattern, {"file": "a.png"})
+    assert not match(pattern, {"file": "a.bak"})
+
+
+@pytest.mark.parametrize("affix", ["", [], ["ok", ""], ["ok", 1], {"equals-ignore-case": "x"}])
+def test_anything_but_prefix_or_suffix_that_is_empty_or_not_strings_is_rejected(
+    affix: Any,
+) -> None:
+    for op in ("prefix", "suffix"):
+        with pytest.raises(ConfigError, match=f"anything-but {op} takes a non-empty string"):
+            FilterCriteria.parse({"a": [{"anything-but": {op: affix}}]})
+
+
+def test_empty_prefix_and_suffix_match_every_string() -> None:
+    assert match({"a": [{"prefix": ""}]}, {"a": "x"})
+    assert match({"a": [{"suffix": ""}]}, {"a": ""})
+    assert not match({"a": [{"prefix": ""}]}, {"a": 1})
 
 
 def test_anything_but_equals_ignore_case_excludes_any_casing() -> None:
@@ -461,6 +506,47 @@ def test_an_array_of_objects_matches_fields_within_one_element() -> None:
     assert match({"employees": {"first": ["Anna"]}}, {"employees": [["x", {"first": "Anna"}]]})
 
 
+def test_a_dotted_pattern_key_is_the_nested_path_it_spells() -> None:
+    pattern = {"detail": {"state.status": ["running"]}}
+    assert match(pattern, {"detail": {"state": {"status": "running"}}})
+    assert not match(pattern, {"detail": {"state": {"status": "stopped"}}})
+    assert not match(pattern, {"detail": {"state": "running"}})
+
+
+def test_a_dotted_event_key_is_the_nested_path_it_spells() -> None:
+    pattern = {"detail": {"state": {"status": ["running"]}}}
+    assert match(pattern, {"detail": {"state.status": "running"}})
+    assert match({"detail.state.status": ["running"]}, {"detail": {"state.status": "running"}})
+    assert match(pattern, {"detail.state": {"status": "running"}})
+    assert not match(pattern, {"detail": {"state.status": "stopped"}})
+    assert not match(pattern, {"detail": {"state.status": {"status": "running"}}})
+
+
+def test_dotted_event_keys_count_for_exists() -> None:
+    assert not match({"a": {"b": [{"exists": False}]}}, {"a.b": 1})
+    assert match({"a": {"b": [{"exists": True}]}}, {"a.b": None})
+    assert match({"a": {"b": [{"exists": False}]}}, {"a.c": 1})
+
+
+def test_dotted_and_nested_pattern_keys_merge_into_one_object() -> None:
+    pattern = {"a.b": ["1"], "a": {"c": ["2"]}}
+    assert match(pattern, {"a": {"b": "1", "c": "2"}})
+    assert match(pattern, {"a": [{"b": "1", "c": "2"}]})
+    assert not match(pattern, {"a": [{"b": "1"}, {"c": "2"}]})
+
+
+def test_a_later_value_list_for_the_same_path_replaces_the_earlier() -> None:
+    pattern = {"a": {"b": ["old"]}, "a.b": ["new"]}
+    assert match(pattern, {"a": {"b": "new"}})
+    assert not match(pattern, {"a": {"b": "old"}})
+    assert pattern == {"a": {"b": ["old"]}, "a.b": ["new"]}
+
+
+def test_a_path_given_both_a_value_list_and_an_object_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"at a\.b: this path is given both a value list"):
+        FilterCriteria.parse({"a": ["x"], "a.b": ["y"]})
+
+
 def test_metadata_only_pattern_ignores_the_body_format() -> None:
     pattern = {"attributes": {"SenderId": ["svc"]}}
     assert match(pattern, sqs("plain text", SenderId="svc"))
@@ -490,3 +576,116 @@ def test_kafka_pattern_can_combine_key_value_and_metadata() -> None:
     view = {"topic": "orders", "partition": 0, "key": "k1", "value": {"total": 5}}
     assert match({"topic": ["orders"], "key": [{"prefix": "k"}], "value": {"total": [5]}}, view)
     assert not match({"topic": ["orders"], "value": {"total": [6]}}, view)
+
+
+# --- cases AWS answered ----------------------------------------------------------------------
+# filter_cases/ holds LocalStack's AWS-validated EventBridge and Lambda filter cases (see its
+# SOURCE.md); every case whose pattern uses only operators streamfn implements is checked here.
+
+CASES_DIR = Path(__file__).parent / "filter_cases"
+EXPECTED = {"": "match", "_NEG": "no match", "_EXC": "invalid"}
+
+
+@dataclass(frozen=True)
+class AwsCase:
+    """One pattern and one event as AWS saw them, with AWS's answer."""
+
+    name: str
+    pattern: str
+    view: dict[str, Any]
+    aws: str
+
+
+def read_json5(text: str) -> Any:
+    """The JSON5 the templates use, JSON plus ``//`` comments and trailing commas, as the
+    ``json5`` package reads it (checked on every template); strings are left untouched."""
+    out: list[str] = []
+    i, end = 0, len(text)
+    while i < end:
+        char = text[i]
+        if char == '"':
+            close = i + 1
+            while text[close] != '"':
+                close += 2 if text[close] == "\\" else 1
+            out.append(text[i : close + 1])
+            i = close + 1
+            continue
+        if text.startswith("//", i):
+            newline = text.find("\n", i)
+            i = end if newline < 0 else newline
+            continue
+        if char == "," and re.match(r"(?:\s+|//[^\n]*\n)*[}\]]", text[i + 1 :]):
+            i += 1
+            continue
+        out.append(char)
+        i += 1
+    return json.loads("".join(out))
+
+
+def _template_case(path: Path) -> AwsCase:
+    stem = path.name.removesuffix(".json5")
+    suffix = next((s for s in ("_NEG", "_EXC") if stem.endswith(s)), "")
+    data = read_json5(path.read_text())
+    # The JSON text AWS received, decoded again: what a source's filter view would hold.
+    view = json.loads(json.dumps(data["Event"]))
+    return AwsCase(f"eb/{stem}", json.dumps(data["EventPattern"]), view, EXPECTED[suffix])
+
+
+def _record_view(kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the streamfn connector for ``kind`` shows it to filters."""
+    if kind == "sqs":
+        meta = {"Attributes": record.get("attributes", {})}
+        return SQSSource("q", region_name="us-east-1").filter_view(
+            Record("p", 0, record["body"].encode(), meta=meta)
+        )
+    if kind == "kinesis":
+        meta = {"PartitionKey": record["partitionKey"]}
+        kinesis = KinesisSource("s", region_name="us-east-1", state_dir="unused")
+        return kinesis.filter_view(Record("p", 0, record["data"].encode(), meta=meta))
+    arn = "arn:aws:dynamodb:us-east-1:111111111111:table/t/stream/s"
+    stream = DynamoDBStreamSource(arn, state_dir="unused")
+    change = json.dumps(record["dynamodb"]).encode()
+    return stream.filter_view(Record("p", 0, change, meta=record))
+
+
+def _derived_case(case: dict[str, Any]) -> AwsCase:
+    def text(key: str) -> str:
+        return (CASES_DIR / str(case[key])).read_text()
+
+    pattern = text("pattern_file") if "pattern_file" in case else case["pattern"]
+    if case["aws"] == "invalid":
+        view: dict[str, Any] = {}
+    elif case["view"] != "event":
+        view = _record_view(case["view"], case["record"])
+    elif "event_file" in case:
+        view = json.loads(text("event_file"))
+    else:
+        view = case["event"] if "event" in case else json.loads(case["event_json"])
+    return AwsCase(case["name"], pattern, view, case["aws"])
+
+
+def aws_cases() -> list[AwsCase]:
+    templates = sorted((CASES_DIR / "event_pattern_templates").glob("*.json5"))
+    derived = json.loads((CASES_DIR / "derived_cases.json").read_text())["cases"]
+    return [_template_case(p) for p in templates] + [_derived_case(c) for c in derived]
+
+
+def streamfn_answer(case: AwsCase) -> str:
+    try:
+        criteria = FilterCriteria.parse({"Filters": [{"Pattern": case.pattern}]})
+    except ConfigError:
+        return "invalid"
+    return "match" if criteria.matches(case.view) else "no match"
+
+
+AWS_CASES = aws_cases()
+
+
+def test_every_copied_aws_case_is_checked() -> None:
+    """The fixtures are all here: 122 templates and 60 cases from Lambda and EventBridge tests."""
+    assert len(AWS_CASES) == 182
+
+
+@pytest.mark.parametrize("case", AWS_CASES, ids=[c.name for c in AWS_CASES])
+def test_streamfn_answers_as_aws_did(case: AwsCase) -> None:
+    assert streamfn_answer(case) == case.aws, case.pattern
