@@ -13,7 +13,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from collections.abc import Mapping as MappingType
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +21,16 @@ from typing import Any, TypeVar, overload
 
 import orjson
 
+from . import access_keys as _access_keys
 from . import tracing
-from .asyncq import EventQueue, MemoryEventQueue, SQLiteEventQueue
+from .asyncq import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_EVENTS,
+    EventQueue,
+    MemoryEventQueue,
+    SQLiteEventQueue,
+    check_bounds,
+)
 from .aws_mapping import AwsMapping
 from .config import (
     FUNCTION_SETTINGS,
@@ -76,9 +84,17 @@ class App:
     ``state_dir`` holds the durable queue of asynchronous invocations and their dead letters
     (``streamfn run`` defaults it to ``./.streamfn``); without one, ``Event`` invocations wait in
     memory. ``event_queue`` plugs in another :class:`~streamfn.asyncq.EventQueue` instead.
+    ``async_queue_max_events`` and ``async_queue_max_bytes`` (payload bytes) bound the local
+    queue (memory or state directory): when full, ``Event`` invocations are refused with 429
+    ``TooManyRequestsException`` and ``Retry-After``, so a slow consumer cannot grow it without
+    limit.
     ``async_time_scale`` shrinks the async retry delays, throttle backoff and maximum event age
-    alike (for tests). ``access_keys`` maps access key ids to secret keys for function URLs with
-    ``AWS_IAM`` auth. ``routing_seed`` seeds the weighted alias routing, for reproducible runs.
+    alike (for tests). ``access_keys`` are the keys that may call the Invoke API and ``AWS_IAM``
+    function URLs: ``{access key id: secret}`` (each granted everything) or
+    :class:`~streamfn.access_keys.AccessKey` objects with grants; once there is one, every Invoke
+    API request must be signed (``streamfn run --access-keys-file`` adds keys from a file;
+    ``self.access_keys`` holds them all by id). ``routing_seed`` seeds the weighted alias
+    routing, for reproducible runs.
     ``stuck_after`` is the seconds without progress after which a partition with records in
     flight fails liveness (``/health``; :mod:`streamfn.health` says what counts).
     """
@@ -95,7 +111,9 @@ class App:
         async_time_scale: float = 1.0,
         async_max_in_flight: int = 256,
         async_shutdown_timeout: float = 30.0,
-        access_keys: MappingType[str, str] | None = None,
+        async_queue_max_events: int = DEFAULT_MAX_EVENTS,
+        async_queue_max_bytes: int = DEFAULT_MAX_BYTES,
+        access_keys: MappingType[str, str] | Iterable[_access_keys.AccessKey] | None = None,
         routing_seed: int | None = None,
         stuck_after: float = DEFAULT_STUCK_AFTER,
     ) -> None:
@@ -116,7 +134,10 @@ class App:
         self.async_time_scale = async_time_scale
         self.async_max_in_flight = async_max_in_flight
         self.async_shutdown_timeout = async_shutdown_timeout
-        self.access_keys: dict[str, str] = dict(access_keys or {})
+        check_bounds(async_queue_max_events, async_queue_max_bytes, prefix="async_queue_")
+        self.async_queue_max_events = async_queue_max_events
+        self.async_queue_max_bytes = async_queue_max_bytes
+        self.access_keys: dict[str, _access_keys.AccessKey] = _access_keys.collect(access_keys)
         self.rng = random.Random(routing_seed)
         self.ready = False
         self._invoker: AsyncInvoker | None = None
@@ -405,8 +426,14 @@ class App:
         if self.event_queue is not None:
             return self.event_queue
         if self.state_dir is not None:
-            return SQLiteEventQueue(self.state_dir)
-        return MemoryEventQueue()
+            return SQLiteEventQueue(
+                self.state_dir,
+                max_events=self.async_queue_max_events,
+                max_bytes=self.async_queue_max_bytes,
+            )
+        return MemoryEventQueue(
+            max_events=self.async_queue_max_events, max_bytes=self.async_queue_max_bytes
+        )
 
     def _add_gauges(self) -> None:
         def concurrent() -> list[tuple[tuple[str, ...], float]]:

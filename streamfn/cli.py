@@ -8,9 +8,11 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import ipaddress
 import logging
 import math
 import os
+import socket
 import sqlite3
 import sys
 import sysconfig
@@ -21,11 +23,18 @@ from typing import Any
 
 import orjson
 
-from . import logs
+from . import access_keys, logs, salvage
 from .app import App
 from .asyncq import DeadLetter, DeadLetterStore
 from .destinations import iso_timestamp
-from .errors import ConfigError, DestinationError, StreamfnError, TargetError, UnknownDeadLetter
+from .errors import (
+    ConfigError,
+    DestinationError,
+    StoreCorrupted,
+    StreamfnError,
+    TargetError,
+    UnknownDeadLetter,
+)
 from .runtime import run_loop
 
 log = logging.getLogger("streamfn.cli")
@@ -214,6 +223,27 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return choice
 
 
+def _boolean(value: str) -> bool:
+    """A flag's value from the environment: 1/true/yes/on or 0/false/no/off (or empty)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise _invalid(value, "1 or 0")
+
+
+class _Flag(argparse.Action):
+    """A ``store_true`` option whose default may come from the environment: unlike
+    ``store_true``, it has a ``type``, so argparse checks a string default with it."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamfn", description="Lambda's invocation model on workers you own."
@@ -231,6 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=_env("STREAMFN_PORT", "9000"),
         help="HTTP port (default 9000, env STREAMFN_PORT)",
+    )
+    run.add_argument(
+        "--access-keys-file",
+        default=_env("STREAMFN_ACCESS_KEYS_FILE"),
+        metavar="PATH",
+        help="JSON file of the access keys that may call the Invoke API, with their grants "
+        "(env STREAMFN_ACCESS_KEYS_FILE; added to App(access_keys=...)); with any key, every "
+        "Invoke API request must be SigV4-signed",
+    )
+    run.add_argument(
+        "--allow-unauthenticated",
+        action=_Flag,
+        type=_boolean,
+        default=_env("STREAMFN_ALLOW_UNAUTHENTICATED", "0"),
+        help="serve the Invoke API on a --host other than loopback without access keys, to "
+        "anyone who can reach it (env STREAMFN_ALLOW_UNAUTHENTICATED=1)",
     )
     run.add_argument(
         "--no-http",
@@ -279,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(overrides each mapping's shutdown_timeout)",
     )
     _add_dlq_parser(sub)
+    salvage.add_parser(sub)
     sub.add_parser(
         "bench",
         help="measure throughput (streamfn bench --help lists the scenarios)",
@@ -297,8 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "queue":
+            return salvage.handle(args)
         return _dlq(args)
-    except (ConfigError, TargetError) as exc:
+    except (ConfigError, TargetError, StoreCorrupted) as exc:
         print(f"streamfn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except UnknownDeadLetter as exc:
@@ -401,6 +450,12 @@ def _run(args: argparse.Namespace) -> int:
         app.state_dir = Path(DEFAULT_STATE_DIR)
     if args.stuck_after is not None:
         app.health.stuck_after = args.stuck_after
+    if args.access_keys_file is not None:
+        where = f"access keys file {_quoted(args.access_keys_file)}"
+        keys = access_keys.load(args.access_keys_file, where)
+        app.access_keys = access_keys.merge(app.access_keys, keys, where)
+    if not args.no_http:
+        _check_exposure(app, args.host, args.port, allow=args.allow_unauthenticated)
     servers = [] if args.no_http else [_http_server(args.host, args.port)]
     if args.metrics_port is not None:
         if not args.no_http and args.metrics_port == args.port != 0:
@@ -413,6 +468,7 @@ def _run(args: argparse.Namespace) -> int:
             "functions": sorted(app.functions),
             "mappings": [m.describe() for m in app.mappings],
             "stateDir": str(app.state_dir) if app.state_dir else None,
+            "accessKeys": sorted(app.access_keys),  # the ids: which keys may call it
         },
     )
     try:
@@ -431,6 +487,43 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     log.info("stopped", extra={"app": app.name})
     return 0
+
+
+def _check_exposure(app: App, host: str, port: int, *, allow: bool) -> None:
+    """Refuse to serve the Invoke API beyond this machine without access keys, unless told
+    to with ``--allow-unauthenticated`` (then say so at WARNING). The ``--metrics-port``
+    listener invokes nothing, so it may listen anywhere."""
+    if app.access_keys or _loopback(host):
+        return
+    if not allow:
+        raise ConfigError(
+            f"refusing to serve the Invoke API on {host} without access keys: give them with "
+            "--access-keys-file PATH (env STREAMFN_ACCESS_KEYS_FILE) or App(access_keys=...), "
+            "or pass --allow-unauthenticated (env STREAMFN_ALLOW_UNAUTHENTICATED=1) to let "
+            "anyone who can reach it invoke every function"
+        )
+    log.warning(
+        "serving the Invoke API without authentication: anyone who can reach it may invoke "
+        "every function",
+        extra={"host": host, "port": port},
+    )
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` only reaches this machine: a loopback address, or a name all of whose
+    addresses are loopback ones. An empty host is every interface."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # it cannot be bound either; serve() says so
+    addresses = {info[4][0] for info in infos}
+    return all(ipaddress.ip_address(str(a).partition("%")[0]).is_loopback for a in addresses)
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

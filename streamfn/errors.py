@@ -12,6 +12,8 @@
     │                                       retries with a backoff
     ├── DestinationError                a destination refused or failed to store a record
     ├── UnknownDeadLetter               no dead letter has that request id
+    ├── StoreCorrupted                  a state directory's event queue file is damaged,
+    │                                       emptied or replaced: refused, with the salvage command
     └── InvocationError (500)           an invocation refused before the function ran
         ├── FunctionNotFound (404)      ResourceNotFoundException
         ├── TooManyRequests (429)       TooManyRequestsException, with a ``reason``
@@ -21,7 +23,13 @@
         ├── RequestTooLarge (413)       RequestEntityTooLargeException
         ├── UnsupportedMediaType (415)  UnsupportedMediaTypeException
         ├── UnknownOperation (404)      UnknownOperationException: no such route
-        └── MethodNotAllowed (405)      MethodNotAllowedException, with ``allow``
+        ├── MethodNotAllowed (405)      MethodNotAllowedException, with ``allow``
+        ├── NotAuthenticated (403)      the request's SigV4 signature is absent or does not hold
+        │   ├── MissingAuthenticationToken  MissingAuthenticationTokenException: not signed
+        │   ├── IncompleteSignature     IncompleteSignatureException: a part of SigV4 missing
+        │   ├── UnrecognizedClient      UnrecognizedClientException: no such access key
+        │   └── InvalidSignature        InvalidSignatureException: wrong signature, scope or date
+        └── AccessDenied (403)          AccessDeniedException: the key is not granted the call
 
 A handler's own exception is not in this tree: it becomes Lambda's error object
 (``errorType``, ``errorMessage``, ``stackTrace``) and the invocation's outcome. Exceptions that
@@ -68,6 +76,20 @@ class UnknownDeadLetter(StreamfnError):
     """No dead letter has that request id."""
 
 
+class StoreCorrupted(StreamfnError):
+    """The event queue file of a state directory is damaged (not a database, malformed pages, a
+    broken write-ahead log), or was emptied or replaced while a marker says it held a queue.
+    Running on would drop the events it held without a word, so the worker and ``streamfn dlq``
+    refuse it; the message names the file and ``streamfn queue salvage``, which copies what is
+    readable into a new queue and keeps the damaged file aside."""
+
+    def __init__(self, message: str, path: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        #: What is wrong, without the advice: for the salvage report.
+        self.problem = problem or message
+
+
 class InvocationError(StreamfnError):
     """A request for an invocation was refused before the function ran."""
 
@@ -84,9 +106,12 @@ class TooManyRequests(InvocationError):
     error_type = "TooManyRequestsException"
     status = 429
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        #: Whole seconds after which a retry may succeed, sent as ``Retry-After`` when set (a
+        #: full event queue); None for a throttle, whose end nobody can predict.
+        self.retry_after = retry_after
 
 
 class InvalidRequestContent(InvocationError):
@@ -126,3 +151,42 @@ class MethodNotAllowed(InvocationError):
     def __init__(self, allow: str) -> None:
         super().__init__(f"Method not allowed; use {allow}")
         self.allow = allow
+
+
+class NotAuthenticated(InvocationError):
+    """The request does not prove which access key sent it. AWS answers every such request
+    with a 403 before looking at what it asks for."""
+
+    error_type = "UnrecognizedClientException"
+    status = 403
+
+
+class MissingAuthenticationToken(NotAuthenticated):
+    error_type = "MissingAuthenticationTokenException"
+
+    def __init__(self, message: str = "Missing Authentication Token") -> None:
+        super().__init__(message)
+
+
+class IncompleteSignature(NotAuthenticated):
+    error_type = "IncompleteSignatureException"
+
+
+class UnrecognizedClient(NotAuthenticated):
+    error_type = "UnrecognizedClientException"
+
+    def __init__(
+        self, message: str = "The security token included in the request is invalid."
+    ) -> None:
+        super().__init__(message)
+
+
+class InvalidSignature(NotAuthenticated):
+    error_type = "InvalidSignatureException"
+
+
+class AccessDenied(InvocationError):
+    """The request is signed by a known key that is not granted what it asks for."""
+
+    error_type = "AccessDeniedException"
+    status = 403

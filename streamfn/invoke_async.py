@@ -7,6 +7,11 @@ count, with a backoff growing from 1 second to 5 minutes. An event older than
 at once as ``ZeroReservedConcurrency``. Final outcomes go to the ``on_success`` /
 ``on_failure`` destinations as Lambda's invocation record, and failures to the dead-letter store.
 ``time_scale`` shrinks every one of these durations alike, so tests run them in milliseconds.
+
+A full queue refuses an event (429, :class:`~streamfn.errors.TooManyRequests`); each refusal is
+counted (``streamfn_async_queue_refused_total``), and logged at a bounded rate: the first in
+full, then a summary at most once a minute while refusals go on, and one line when the queue
+takes events again.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -25,7 +31,7 @@ from .asyncq import DeadLetter, EventQueue, QueuedEvent
 from .backoff import retry_delay
 from .destinations import Destination, iso_timestamp
 from .dispatch import Function, InvocationResult
-from .errors import FunctionNotFound
+from .errors import FunctionNotFound, TooManyRequests
 from .metrics import AppMetrics
 
 log = logging.getLogger("streamfn.async")
@@ -36,6 +42,8 @@ THROTTLE_BASE_DELAY = 1.0
 THROTTLE_MAX_DELAY = 300.0
 #: Attempts at handing a record to a destination before counting a delivery failure.
 DELIVERY_ATTEMPTS = 3
+#: Seconds between two lines about a full queue while it keeps refusing events.
+REFUSAL_LOG_INTERVAL = 60.0
 
 SUCCESS = "Success"
 RETRIES_EXHAUSTED = "RetriesExhausted"
@@ -85,6 +93,48 @@ class FunctionResolver(Protocol):
     def arn(self, name: str, qualifier: str | None = None) -> str: ...
 
 
+class _Refusals:
+    """The log lines of a full queue, at a bounded rate: the first refusal in full (type,
+    message, what happens next), the next ones counted into a summary written at most every
+    ``interval`` seconds, and one line when the queue takes events again, with the refusals not
+    written yet (``repeated``). ``interval`` and ``clock`` may be changed to pin this in a test."""
+
+    def __init__(
+        self, interval: float = REFUSAL_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self.clock = clock
+        self.refusing = False  # a refusal was written and no event accepted since
+        self._written = -math.inf
+        self._count = 0  # refusals since the last line
+
+    def refused(self, function: str, exc: TooManyRequests) -> None:
+        now = self.clock()
+        fields = {
+            "function": function,
+            "errorType": exc.error_type,
+            "errorMessage": str(exc),
+            "reason": exc.reason,
+        }
+        then = "Event invocations are refused with 429 until it drains"
+        if not self.refusing:
+            log.warning(f"asynchronous event queue full; {then}", extra=fields)
+            self.refusing, self._written, self._count = True, now, 0
+            return
+        self._count += 1
+        if now >= self._written + self.interval:
+            seconds = now - self._written
+            log.warning(
+                f"asynchronous event queue full; {then} [{self._count} times in {seconds:.0f} s]",
+                extra={**fields, "repeated": self._count, "seconds": round(seconds, 1)},
+            )
+            self._written, self._count = now, 0
+
+    def accepted(self) -> None:
+        log.info("asynchronous event queue takes events again", extra={"repeated": self._count})
+        self.refusing, self._count = False, 0
+
+
 class AsyncInvoker:
     """Takes due events from the queue and runs each in its own task, at most ``max_in_flight``
     at a time; the queue keeps every event until its outcome is final."""
@@ -109,17 +159,27 @@ class AsyncInvoker:
         self._retries = metrics.async_retries
         self._dead = metrics.dead_letters
         self._undelivered = metrics.destination_failures
+        self._refused = metrics.async_refused
+        self.refusals = _Refusals()
 
     async def submit(
         self, function: str, qualifier: str | None, payload: bytes, request_id: str
     ) -> None:
-        """Queue an accepted event; returns once the queue has made it durable. It keeps the
-        current trace context, the request's, for its runs."""
+        """Queue an accepted event; returns once the queue has made it durable, or raises
+        :class:`~streamfn.errors.TooManyRequests` (counted and logged) when it is full. It keeps
+        the current trace context, the request's, for its runs."""
         now = time.time()
         event = QueuedEvent(
             request_id, function, qualifier, payload, now, due_at=now, trace=tracing.traceparent()
         )
-        await self.queue.put(event)
+        try:
+            await self.queue.put(event)
+        except TooManyRequests as exc:
+            self._refused.labels(function).inc()
+            self.refusals.refused(function, exc)
+            raise
+        if self.refusals.refusing:
+            self.refusals.accepted()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[AsyncInvoker]:

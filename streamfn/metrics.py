@@ -516,6 +516,11 @@ class AppMetrics:
             "Invocation records a destination refused after retries.",
             ("function",),
         )
+        self.async_refused = Counter(
+            "streamfn_async_queue_refused_total",
+            "Event invocations refused with 429 because the local event queue was full.",
+            ("function",),
+        )
         for family in (
             self.invocations,
             self.errors,
@@ -524,6 +529,7 @@ class AppMetrics:
             self.async_retries,
             self.dead_letters,
             self.destination_failures,
+            self.async_refused,
             *process_families(),
         ):
             self.registry.register(family)

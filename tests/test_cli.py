@@ -177,9 +177,16 @@ def test_dlq_limit_and_state_dir_are_checked(tmp_path: Path) -> None:
     (tmp_path / "async-events.sqlite3").write_text("not a database")
     result = run_cli("dlq", "list", "--state-dir", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"streamfn: error: cannot read the event queue in {tmp_path}: file is not a database"
-    ]
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        f"streamfn: error: the event queue {tmp_path / 'async-events.sqlite3'} is damaged "
+        "(file is not a database); "
+    )
+    assert line.endswith(
+        f"`streamfn queue salvage --state-dir {tmp_path}`: it copies every "
+        "readable event and dead letter into a new queue and keeps the damaged "
+        "file aside"
+    )
 
 
 def test_bench_fill_kafka_without_bootstrap_servers_exits_2() -> None:

@@ -3,7 +3,8 @@ uvicorn with httptools (extra ``http``).
 
 - :mod:`.invoke`: the Invoke route and the operational routes (one ASGI callable);
 - :mod:`.urls`: function URLs (payload format 2.0, CORS, ``AWS_IAM``);
-- :mod:`.sigv4`: SigV4 verification against ``App(access_keys=...)``;
+- :mod:`.sigv4`: SigV4 verification, as AWS does it, against the app's access keys
+  (:mod:`streamfn.access_keys`): the Invoke API's and ``AWS_IAM`` URLs' authentication;
 - :mod:`.wire`: ASGI plumbing shared by the routes (limits, body reading, request ids);
 - :mod:`.server`: uvicorn, bound and stopped by streamfn;
 - :mod:`.openapi`: the OpenAPI document of the routes.

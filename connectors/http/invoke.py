@@ -15,6 +15,16 @@ Routes (also described by ``connectors/http/openapi.json``, served at ``/openapi
 
 With ``operational_only`` only ``/health``, ``/ready`` and ``/metrics`` are served: the listener
 of ``streamfn run --metrics-port``, which keeps them reachable under ``--no-http``.
+
+Authentication: once the app has an access key (:mod:`streamfn.access_keys`), every request must
+be SigV4-signed by one (:mod:`.sigv4`) and its key granted the function, qualifier and invocation
+type, except ``/health`` and ``/ready`` (kubelet probes cannot sign), ``/openapi.json`` (the
+document shipped in the package) and function URLs (each by its own ``auth_type``, as on AWS).
+``/metrics`` needs a key here, as it names every function and mapping: Prometheus, which cannot
+sign, scrapes the ``operational_only`` listener, which invokes nothing and asks for none. The
+signature is checked before anything else about the request (an unsigned caller learns nothing,
+not even whether a function exists), before the body is read when its header alone is enough to
+refuse it; a key's grants are checked before the function's existence.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from streamfn import App, tracing
+from streamfn.access_keys import AccessKey
 from streamfn.context import ClientContext, Context
 from streamfn.dispatch import (
     Function,
@@ -41,11 +52,13 @@ from streamfn.dispatch import (
     marshal_error,
 )
 from streamfn.errors import (
+    AccessDenied,
     FunctionNotFound,
     InvalidParameterValue,
     InvalidRequestContent,
     InvocationError,
     MethodNotAllowed,
+    MissingAuthenticationToken,
     RequestTooLarge,
     TooManyRequests,
     UnknownOperation,
@@ -55,7 +68,9 @@ from streamfn.errors import (
 from streamfn.health import Verdict
 from streamfn.versions import FUNCTION_NAME, LATEST, FunctionName
 
+from .._retrylog import RetryLog
 from . import openapi
+from .sigv4 import SigV4Verifier
 from .urls import FunctionUrls
 from .wire import (
     JSON,
@@ -87,7 +102,11 @@ _PAYLOAD_TYPES = re.compile(
     re.ASCII | re.IGNORECASE,
 )
 # Error shapes whose message member is capitalised in the Lambda service model.
-_CAPITALISED_MESSAGE = frozenset({"ResourceNotFoundException", "ServiceException"})
+_CAPITALISED_MESSAGE = frozenset(
+    {"ResourceNotFoundException", "ServiceException", "AccessDeniedException"}
+)
+# Routes answered without a key even when the app has keys (see the module docstring).
+_OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json"})
 _INVOKE_PATH = re.compile(r"/2015-03-31/functions/([^/]+)/invocations")
 # Invoke's FunctionName (FUNCTION_NAME) and Qualifier constraints exactly as Lambda's service
 # model states them and its ValidationException quotes them.
@@ -149,6 +168,13 @@ class InvokeAPI:
         self.limits = limits or Limits()
         self.operational_only = operational_only
         self.urls = FunctionUrls(app)
+        #: Checks every request but those of _OPEN_PATHS and function URLs, once a key exists.
+        self.verifier = (
+            SigV4Verifier(app.access_keys, app.region)
+            if app.access_keys and not operational_only
+            else None
+        )
+        self._refusals = RetryLog(log, "Invoke API request refused")
         self._targets: dict[tuple[str, bytes], _Target] = {}
         self._routes: dict[str, tuple[str, Handler]] = {
             "/health": ("GET", self._health),
@@ -168,10 +194,16 @@ class InvokeAPI:
         # The caller's trace context is the parent of what the request runs, now or queued.
         parent = tracing.accept(scope["headers"]) if tracing.enabled else None
         try:
-            routed: Response | _Target | None
-            routed = self._targets.get((scope["path"], scope["query_string"]))
-            if routed is None or scope["method"] != "POST":
-                routed = await self._dispatch(scope, receive, rid)
+            routed: Response | _Target | None = None
+            if scope["method"] == "POST":
+                routed = self._targets.get((scope["path"], scope["query_string"]))
+            cached = routed is not None
+            caller: AccessKey | None = None
+            body: bytes | None = None
+            if self.verifier is not None and (cached or self._needs_key(scope)):
+                caller, body = await self._authenticate(self.verifier, scope, receive)
+            if routed is None:
+                routed = await self._dispatch(scope, receive, rid, caller)
             if not isinstance(routed, _Target):
                 response = routed
             else:
@@ -189,19 +221,22 @@ class InvokeAPI:
                     kind, tail, client_context = _invocation(headers)
                 else:
                     tail, client_context = False, None
+                if cached and caller is not None:  # a new target was checked by _target
+                    _authorize(caller, routed, kind.decode(), self.app.account_id)
                 limit = EVENT_PAYLOAD_LIMIT if kind == b"Event" else SYNC_PAYLOAD_LIMIT
-                message = await receive()
-                if message.get("more_body", False) or message["type"] != "http.request":
-                    try:
-                        body = await read_body(
-                            receive, headers.get(b"content-length"), limit, message
-                        )
-                    except BodyTooLarge as exc:
-                        raise _too_large(exc.size, limit) from None
-                else:  # the usual case: the whole body at once, read without another await
-                    body = message.get("body", b"")
-                    if len(body) > limit:
-                        raise _too_large(len(body), limit)
+                if body is None:  # else already read, to check its signature
+                    message = await receive()
+                    if message.get("more_body", False) or message["type"] != "http.request":
+                        try:
+                            body = await read_body(
+                                receive, headers.get(b"content-length"), limit, message
+                            )
+                        except BodyTooLarge as exc:
+                            raise _too_large(exc.size, limit) from None
+                    else:  # the usual case: the whole body at once, without another await
+                        body = message.get("body", b"")
+                if len(body) > limit:
+                    raise _too_large(len(body), limit)
                 try:
                     event = orjson.loads(body) if body and kind != b"DryRun" else None
                 except orjson.JSONDecodeError as exc:
@@ -228,6 +263,8 @@ class InvokeAPI:
                         else:
                             response = _value_response(value, function.version, rid)
         except InvocationError as exc:
+            if exc.status == 403:
+                self._refusals.failed(exc, "answered 403", error_type=exc.error_type)
             response = _error_response(exc)
         except Disconnected:
             return
@@ -251,18 +288,48 @@ class InvokeAPI:
         await send({"type": "http.response.start", "status": status, "headers": headers_out})
         await send({"type": "http.response.body", "body": body})
 
+    def _needs_key(self, scope: Scope) -> bool:
+        """Whether the request is for a route that only signed requests may use, decided in
+        :meth:`_dispatch`'s order: an Invoke path is Invoke whatever its ``Host`` says."""
+        path: str = scope["path"]
+        if _INVOKE_PATH.fullmatch(path) is not None:
+            return True
+        return path not in _OPEN_PATHS and self.urls.target(path, _host(scope)) is None
+
+    async def _authenticate(
+        self, verifier: SigV4Verifier, scope: Scope, receive: Receive
+    ) -> tuple[AccessKey, bytes]:
+        """The key that signed the request, and its body, read to check the signature (within
+        the limit of its invocation type). What the headers alone disprove is refused first."""
+        claim = verifier.claim(scope["headers"], b"")  # the Invoke API takes no presigned URLs
+        headers = dict(scope["headers"])
+        kind = headers.get(b"x-amz-invocation-type")
+        limit = EVENT_PAYLOAD_LIMIT if kind == b"Event" else SYNC_PAYLOAD_LIMIT
+        try:
+            body = await read_body(receive, headers.get(b"content-length"), limit)
+        except BodyTooLarge as exc:
+            raise _too_large(exc.size, limit) from None
+        key = verifier.verify(
+            claim, scope["method"], scope["raw_path"], scope["query_string"], body
+        )
+        return key, body
+
     async def _dispatch(
-        self, scope: Scope, receive: Receive, request_id: str
+        self, scope: Scope, receive: Receive, request_id: str, caller: AccessKey | None
     ) -> Response | _Target:
         """Every route but a POST to an Invoke target seen before. For an Invoke path seen for
-        the first time, the target it names (now remembered), which ``__call__`` invokes."""
+        the first time, the target it names (now remembered), which ``__call__`` invokes;
+        ``caller`` is the key that signed the request, if the app has keys."""
         path: str = scope["path"]
         invoke = None if self.operational_only else _INVOKE_PATH.fullmatch(path)
         if invoke is not None:
             if scope["method"] != "POST":
                 raise MethodNotAllowed("POST")
-            _invocation(dict(scope["headers"]))  # a bad header is a 400 even for no function
-            return self._remember(invoke[1], scope)
+            if caller is None and self.verifier is not None:  # never: _needs_key said so
+                raise MissingAuthenticationToken
+            # A bad header is a 400 even for no function.
+            kind, _, _ = _invocation(dict(scope["headers"]))
+            return self._remember(invoke[1], scope, caller, kind.decode())
         url = None if self.operational_only else self.urls.target(path, _host(scope))
         if url is not None:
             return await self.urls.handle(*url, scope, receive, request_id)
@@ -286,22 +353,31 @@ class InvokeAPI:
     async def _openapi_document(self, scope: Scope, receive: Receive, request_id: str) -> Response:
         return (200, [JSON], openapi.document())
 
-    def _remember(self, function_name: str, scope: Scope) -> _Target:
+    def _remember(
+        self, function_name: str, scope: Scope, caller: AccessKey | None, kind: str
+    ) -> _Target:
         """:meth:`_target`, kept for the path it came from: functions, versions and aliases do
         not change while the app serves. Only targets that exist are kept, and at most
-        ``_TARGET_CACHE`` of them."""
-        target = self._target(function_name, scope["query_string"])
+        ``_TARGET_CACHE`` of them (whoever asks next is checked against them anew)."""
+        target = self._target(function_name, scope["query_string"], caller, kind)
         if len(self._targets) >= _TARGET_CACHE:
             self._targets.clear()
         self._targets[(scope["path"], scope["query_string"])] = target
         return target
 
-    def _target(self, function_name: str, query_string: bytes) -> _Target:
+    def _target(
+        self,
+        function_name: str,
+        query_string: bytes,
+        caller: AccessKey | None = None,
+        kind: str = "RequestResponse",
+    ) -> _Target:
         """The function name and qualifier a FunctionName (and ``?Qualifier=``) designates, and
         the ARN it was invoked by (``context.invoked_function_arn``), checked in AWS's order:
         every constraint the two values break (ValidationException), a qualifier in the name
-        that the parameter contradicts (InvalidParameterValueException), then whether the
-        function can run (ResourceNotFoundException)."""
+        that the parameter contradicts (InvalidParameterValueException), whether ``caller``
+        (the signing key, if any) is granted the call (AccessDeniedException), then whether
+        the function can run (ResourceNotFoundException)."""
         parsed = FunctionName.parse(function_name)
         qualifier = None
         if query_string:
@@ -326,6 +402,9 @@ class InvokeAPI:
         region = region or self.app.region
         account = account or self.app.account_id
         arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
+        if caller is not None:
+            qualified = arn if qualifier is None else f"{arn}:{qualifier}"
+            _authorize(caller, _Target(name, qualifier, qualified, None), kind, self.app.account_id)
         if (region, account) != (self.app.region, self.app.account_id):
             raise FunctionNotFound(f"Function not found: {arn}:{qualifier or LATEST}")
         self.app.check(name, qualifier)
@@ -341,6 +420,16 @@ def asgi_app(
     ``Event`` invocations need the app running (``App.running()``) for its event queue. With
     ``operational_only``, only ``/health``, ``/ready`` and ``/metrics``."""
     return InvokeAPI(app, limits, operational_only=operational_only)
+
+
+def _authorize(caller: AccessKey, target: _Target, kind: str, account: str) -> None:
+    """AccessDeniedException, in AWS's words, unless ``caller`` is granted ``target``."""
+    if not caller.allows(target.name, target.qualifier, kind):
+        raise AccessDenied(
+            f"User: arn:aws:iam::{account}:user/{caller.access_key_id} is not authorized to "
+            f"perform: lambda:InvokeFunction on resource: {target.arn} because no "
+            "identity-based policy allows the lambda:InvokeFunction action"
+        )
 
 
 def _verdict(verdict: Verdict) -> Response:
@@ -478,8 +567,10 @@ def _error_response(exc: InvocationError) -> Response:
         "Message" if code in _CAPITALISED_MESSAGE else "message": str(exc),
     }
     headers = [JSON, (b"x-amzn-errortype", code.encode())]
-    if isinstance(exc, TooManyRequests):  # no Retry-After: AWS's carries none
+    if isinstance(exc, TooManyRequests):
         body["Reason"] = exc.reason
+        if exc.retry_after is not None:  # a full event queue; a throttle has none, as on AWS
+            headers.append((b"retry-after", b"%d" % exc.retry_after))
     elif isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allow.encode()))
     return (exc.status, headers, orjson.dumps(body))

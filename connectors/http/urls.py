@@ -10,8 +10,11 @@ A function opts in with ``url=FunctionUrl(...)``. Two ways reach it locally:
 The URL targets ``$LATEST`` or the alias named by ``FunctionUrl.qualifier``. CORS preflights are
 answered here from the ``Cors`` object without invoking the function, and the configured CORS
 headers replace any the function sets. ``AWS_IAM`` URLs need a SigV4 signature for service
-``lambda`` from one of ``App(access_keys=...)``. Errors are Lambda's: 403 for auth failures and
-unknown URLs, 413, 429, and 502 when the function fails or returns something unmappable.
+``lambda`` by one of the app's access keys, in the ``Authorization`` header or in the query (a
+presigned URL), from a key granted the function and the URL's qualifier for ``RequestResponse``
+(:mod:`streamfn.access_keys`); ``NONE`` URLs are public even when the app has keys, as on AWS.
+Errors are Lambda's: 403 for auth failures and unknown URLs, 413, 429, and 502 when the function
+fails or returns something unmappable.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -31,8 +34,10 @@ import orjson
 from streamfn import App
 from streamfn.config import Cors, FunctionUrl
 from streamfn.dispatch import InvocationResult
-from streamfn.errors import ConfigError
+from streamfn.errors import AccessDenied, InvocationError, NotAuthenticated
 
+from .._retrylog import RetryLog
+from .sigv4 import SigV4Verifier
 from .wire import (
     JSON,
     BodyTooLarge,
@@ -42,9 +47,6 @@ from .wire import (
     Scope,
     read_body,
 )
-
-if TYPE_CHECKING:
-    from .sigv4 import SigV4Verifier
 
 log = logging.getLogger("streamfn.http")
 
@@ -96,7 +98,8 @@ class FunctionUrls:
             for f in app.functions.values()
             if f.config.url and f.config.url.auth_type == "AWS_IAM"
         ]
-        self.verifier = _verifier(app) if iam else None
+        self.verifier = SigV4Verifier(app.access_keys, app.region, presigned=True) if iam else None
+        self._refusals = RetryLog(log, "function URL request refused")
 
     def target(self, path: str, host: bytes | None) -> tuple[str, str] | None:
         """``(function name, path the function sees)`` when the request is for a URL."""
@@ -138,6 +141,13 @@ class FunctionUrls:
         headers: dict[str, str],
         request_id: str,
     ) -> Response:
+        claim = None
+        if url.auth_type == "AWS_IAM":  # what the headers alone disprove costs no body
+            assert self.verifier is not None
+            try:
+                claim = self.verifier.claim(scope["headers"], scope["query_string"])
+            except NotAuthenticated as exc:
+                return self._refused(exc)
         length = headers.get("content-length")
         try:
             body = await read_body(receive, length.encode() if length else None, REQUEST_LIMIT)
@@ -145,13 +155,18 @@ class FunctionUrls:
             message = f"Request must be smaller than {exc.limit} bytes for the InvokeFunction"
             return _error(413, "RequestEntityTooLargeException", orjson.dumps({"Message": message}))
         identity = None
-        if url.auth_type == "AWS_IAM":
+        if claim is not None:
             assert self.verifier is not None
-            identity = self.verifier.authenticate(
-                scope["method"], scope["raw_path"], scope["query_string"], scope["headers"], body
-            )
-            if identity is None:
-                return _DENIED
+            try:
+                key = self.verifier.verify(
+                    claim, scope["method"], scope["raw_path"], scope["query_string"], body
+                )
+            except NotAuthenticated as exc:
+                return self._refused(exc)
+            if not key.allows(name, url.qualifier, "RequestResponse"):
+                denied = f"access key {key.access_key_id!r} is not granted the URL of {name!r}"
+                return self._refused(AccessDenied(denied))
+            identity = key.access_key_id
         event = url_event(self.app, name, path, scope, headers, body, request_id, identity)
         function = self.app.resolve(name, url.qualifier)
         if not function.try_reserve():
@@ -160,17 +175,11 @@ class FunctionUrls:
         result = await function.invoke(event, request_id=request_id, invoked_arn=arn, reserved=True)
         return url_response(result)
 
-
-def _verifier(app: App) -> SigV4Verifier:
-    """botocore checks the signatures; it is imported only when an AWS_IAM URL exists, so the
-    adapter itself does not need it."""
-    try:
-        from .sigv4 import SigV4Verifier
-    except ImportError as exc:
-        raise ConfigError(
-            f"function URLs with AWS_IAM auth need botocore installed: {exc}"
-        ) from exc
-    return SigV4Verifier(app.access_keys, app.region)
+    def _refused(self, reason: InvocationError) -> Response:
+        """Lambda's one answer to every auth failure of a URL; the reason goes to the log only
+        (at a bounded rate: refusals may come by the thousand)."""
+        self._refusals.failed(reason, "answered 403", error_type=reason.error_type)
+        return _DENIED
 
 
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
