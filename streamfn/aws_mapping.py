@@ -71,6 +71,8 @@ class AwsMapping:
         )
         if "EventSourceArn" in aws:
             _check_source(aws["EventSourceArn"], source)
+        if "SourceAccessConfigurations" in aws:
+            _check_access(aws["SourceAccessConfigurations"], source)
         on_failure = None
         if "DestinationConfig" in aws:
             on_failure = _on_failure(aws["DestinationConfig"], source)
@@ -110,6 +112,18 @@ def _check_source(arn: object, source: Source | QueueSource) -> None:
             f"EventSourceArn={arn!r} is not the ARN of a {service} source, but the mapping "
             f"reads {source.describe()}"
         )
+
+
+def _check_access(configurations: object, source: Source | QueueSource) -> None:
+    """Refuse ``SourceAccessConfigurations`` that do not describe how the source connects: the
+    secrets stay on the source (``KafkaSource(security=...)``), this only checks they agree."""
+    check = getattr(getattr(source, "security", None), "check_aws", None)
+    if source.kind != "kafka" or check is None:
+        raise ConfigError(
+            f"SourceAccessConfigurations: {source.describe()} is no Kafka source; configure "
+            "its credentials on the source"
+        )
+    check(configurations)
 
 
 def _on_failure(config: object, source: Source | QueueSource) -> Destination | None:

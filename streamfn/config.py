@@ -299,7 +299,9 @@ _AWS_FIELDS: dict[str, str] = {
 }
 #: Fields that name what ``App.consume`` is given directly: checked there against the function
 #: and the source, or (DestinationConfig) turned into the mapping's on_failure destination.
-AWS_CONSUME_FIELDS = frozenset({"FunctionName", "EventSourceArn", "DestinationConfig"})
+AWS_CONSUME_FIELDS = frozenset(
+    {"FunctionName", "EventSourceArn", "DestinationConfig", "SourceAccessConfigurations"}
+)
 _METRICS = frozenset({"EventCount", "ErrorCount", "KafkaMetrics"})
 #: AWS bookkeeping that changes nothing streamfn does, accepted when well formed: resource tags;
 #: the KMS key AWS encrypts the stored filter criteria with (streamfn stores them nowhere);
@@ -323,7 +325,6 @@ _AWS_REFUSED = {
     "SelfManagedEventSource": f"the brokers to read; {_KAFKA_SOURCE} (bootstrap_servers=)",
     "AmazonManagedKafkaEventSourceConfig": f"the consumer group; {_KAFKA_SOURCE} (group_id=)",
     "SelfManagedKafkaEventSourceConfig": f"the consumer group; {_KAFKA_SOURCE} (group_id=)",
-    "SourceAccessConfigurations": "how to authenticate; configure it on the source",
     "ProvisionedPollerConfig": (
         "streamfn has no provisioned mode: it polls every partition it owns (Kafka, Kinesis, "
         "DynamoDB) or up to maximum_concurrency pollers (SQS)"

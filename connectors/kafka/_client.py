@@ -1,6 +1,7 @@
 """What the Kafka source, destination and event queue share: checking the connection and
-client options once, starting an aiokafka client with retry, keeping a consumer in its group,
-and Lambda's partition ids.
+client options once, starting an aiokafka client with retry (and telling refused credentials,
+which no retry fixes, from a broker away), keeping a consumer in its group, and Lambda's
+partition ids.
 
 Internal: the public names of the package are in :mod:`streamfn.connectors.kafka`.
 """
@@ -17,17 +18,38 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
 from streamfn.backoff import retry_delay
 from streamfn.errors import ConfigError, SourceError, SourceUnreachable
 
 from .._retrylog import RetryLog
+from .security import KafkaSecurity, Secret
 
 log = logging.getLogger("streamfn.kafka")
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: What a broker answers to credentials it refuses, or a client that cannot authenticate at
+#: all: no retry fixes these (:func:`start_client` gives up at once).
+REFUSED = (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+#: OpenSSL's reasons for a TLS handshake that fails on configuration: a certificate the other
+#: side does not trust or did not get, or TLS spoken to a port that does not speak it.
+_TLS_REFUSALS = ("CERTIFICATE", "UNKNOWN_CA", "WRONG_VERSION_NUMBER", "HANDSHAKE_FAILURE")
+#: What aiokafka's SCRAM client raises when the server ends the exchange with an error
+#: (``e=unknown-user``, as tansu answers) or a signature that does not hold, instead of a
+#: Kafka error: KeyError('v'), ValueError.
+_SASL_EXCHANGE_FAILURES = (KeyError, ValueError)
 
 TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 GROUP_ID = re.compile(r"[ a-zA-Z0-9\-/*:_+=.@]{1,200}")  # AWS's ConsumerGroupId pattern
@@ -44,11 +66,12 @@ MANAGED_OPTIONS = {
         "auto_offset_reset": "the mapping's starting_position",
         "key_deserializer": "(none: records carry bytes)",
         "value_deserializer": "(none: records carry bytes)",
-        "security_protocol": "security_protocol",
-        "ssl_context": "ssl_context",
-        "sasl_mechanism": "sasl_mechanism",
-        "sasl_plain_username": "sasl_plain_username",
-        "sasl_plain_password": "sasl_plain_password",
+        "security_protocol": "security",
+        "ssl_context": "security",
+        "sasl_mechanism": "security",
+        "sasl_plain_username": "security",
+        "sasl_plain_password": "security",
+        "sasl_oauth_token_provider": "security (KafkaSecurity.msk_iam)",
     }.items()
 }
 
@@ -93,38 +116,37 @@ def check_seconds(name: str, value: object) -> None:
         raise ConfigError.out_of_range(name, value, "a number of seconds > 0")
 
 
-def client_options(
-    bootstrap_servers: list[str],
-    security_protocol: str,
-    ssl_context: ssl.SSLContext | None,
-    sasl_mechanism: str | None,
-    sasl_plain_username: str | None,
-    sasl_plain_password: str | None,
-) -> dict[str, Any]:
-    """The connection settings a consumer and a producer share, validated once."""
-    if security_protocol not in SECURITY_PROTOCOLS:
-        raise ConfigError.out_of_range(
-            "security_protocol", security_protocol, " or ".join(SECURITY_PROTOCOLS)
-        )
-    options: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers,
-        "security_protocol": security_protocol,
-    }
-    if ssl_context is not None:
-        options["ssl_context"] = ssl_context
-    if security_protocol.startswith("SASL_"):
-        if sasl_mechanism not in SASL_MECHANISMS:
-            raise ConfigError.out_of_range(
-                "sasl_mechanism", sasl_mechanism, " or ".join(SASL_MECHANISMS)
+def security_of(
+    security: KafkaSecurity | None,
+    security_protocol: str = "PLAINTEXT",
+    ssl_context: ssl.SSLContext | None = None,
+    sasl_mechanism: str | None = None,
+    sasl_plain_username: str | None = None,
+    sasl_plain_password: str | None = None,
+) -> KafkaSecurity:
+    """The connector's security: ``security``, or the same said with aiokafka's own keywords
+    (kept for existing callers), never both."""
+    legacy = (security_protocol, ssl_context, sasl_mechanism, sasl_plain_username)
+    if security is not None:
+        if legacy != ("PLAINTEXT", None, None, None) or sasl_plain_password is not None:
+            raise ConfigError(
+                "security= is given: leave security_protocol, ssl_context and sasl_* out"
             )
-        options["sasl_mechanism"] = sasl_mechanism
-        options["sasl_plain_username"] = sasl_plain_username
-        options["sasl_plain_password"] = sasl_plain_password
-    elif sasl_mechanism is not None:
-        raise ConfigError(
-            f"sasl_mechanism={sasl_mechanism!r} needs security_protocol SASL_PLAINTEXT or SASL_SSL"
-        )
-    return options
+        if not isinstance(security, KafkaSecurity):
+            raise ConfigError.out_of_range("security", security, "a KafkaSecurity")
+        return security
+    return KafkaSecurity(
+        security_protocol,
+        sasl_mechanism,
+        sasl_plain_username,
+        None if sasl_plain_password is None else Secret(sasl_plain_password),
+        ssl_context=ssl_context,
+    )
+
+
+def client_options(bootstrap_servers: list[str], security: KafkaSecurity) -> dict[str, Any]:
+    """The connection settings a consumer and a producer share."""
+    return {"bootstrap_servers": bootstrap_servers, **security.client_options()}
 
 
 def check_options(
@@ -146,14 +168,23 @@ async def start_client(
     connect_timeout: float,
     subject: dict[str, str],
     purpose: str = "",
+    security: KafkaSecurity | None = None,
 ) -> Any:
     """Start the aiokafka client ``make()`` builds, retrying with backoff until
     ``connect_timeout``: a broker that is still starting must not crash-loop the worker, one
-    that never comes is a clear SourceError. ``subject`` names the caller in log lines;
-    ``purpose`` (e.g. "for topic 'x' ") goes into the error."""
+    that never comes is a clear SourceUnreachable. ``subject`` names the caller in log lines;
+    ``purpose`` (e.g. "for topic 'x' ") goes into the error.
+
+    Credentials or certificates the brokers refuse are a SourceError at once, not retried: a
+    retry changes nothing, as on Lambda, where an authentication failure disables the
+    mapping. aiokafka reports them only as "Unable to bootstrap", so on a failed start the
+    ``security`` given is tried on one connection of our own (:func:`refusal`)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + connect_timeout
     error: BaseException | None = None
+    failures: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
+    if security is not None and security.sasl_mechanism is not None:
+        failures += _SASL_EXCHANGE_FAILURES
     attempt = 0
     while True:
         attempt += 1
@@ -161,7 +192,7 @@ async def start_client(
         try:
             async with asyncio.timeout_at(deadline):
                 await client.start()
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except failures as exc:
             await client.stop()
             if not isinstance(exc, TimeoutError) or error is None:  # keep the broker's reason
                 error = exc
@@ -171,6 +202,15 @@ async def start_client(
         else:
             return client
         remaining = deadline - loop.time()
+        probe = remaining > 0 and not isinstance(error, TimeoutError)
+        if security is not None and security.security_protocol != "PLAINTEXT" and probe:
+            refused = await refusal(bootstrap_servers, security, min(remaining, 10.0))
+            if refused is not None:
+                raise SourceError(
+                    f"Kafka at {bootstrap_servers} refused {security.describe()} {purpose}"
+                    f"(not retried: check the credentials and certificates): {refused!r}"
+                ) from refused
+            remaining = deadline - loop.time()
         if remaining <= 0:
             raise SourceUnreachable(
                 f"cannot connect to Kafka at {bootstrap_servers} {purpose}within "
@@ -187,6 +227,89 @@ async def start_client(
             },
         )
         await asyncio.sleep(delay)
+
+
+async def refusal(
+    bootstrap_servers: str | Sequence[str], security: KafkaSecurity, timeout: float
+) -> BaseException | None:
+    """Why the brokers refuse a client with ``security``, if one of them does: the SASL error
+    or the TLS handshake failure of a connection opened as aiokafka opens its own; None when
+    one connects, or none answers (a broker away is no refusal)."""
+    options = security.client_options()
+    options.pop("security_protocol")
+    servers = parse_servers(bootstrap_servers)
+    try:
+        async with asyncio.timeout(timeout):
+            for server in servers:
+                host, sep, port = server.rpartition(":")
+                if not sep:
+                    host, port = server, "9092"
+                try:
+                    conn = await create_conn(
+                        host.strip("[]"),
+                        int(port),
+                        security_protocol=security.security_protocol,
+                        request_timeout_ms=int(timeout * 1000),
+                        **options,
+                    )
+                except REFUSED as exc:
+                    refused: BaseException = exc
+                    return refused
+                except ssl.SSLError as exc:
+                    if isinstance(exc, ssl.SSLCertVerificationError) or any(
+                        reason in str(exc.reason or exc).upper() for reason in _TLS_REFUSALS
+                    ):
+                        return exc
+                except _SASL_EXCHANGE_FAILURES as exc:
+                    if security.sasl_mechanism is not None:
+                        refused = AuthenticationFailedError(
+                            f"the {security.sasl_mechanism} exchange failed (a user or password "
+                            f"the broker refused, or a broker that cannot prove it knows them): "
+                            f"{exc!r}"
+                        )
+                        return refused
+                except (KafkaError, OSError):
+                    # TLS 1.3 servers reject a client certificate after the handshake, which
+                    # aiokafka sees as a closed connection: ask again, reading the alert.
+                    if "ssl_context" in options:
+                        alert = await _tls_alert(host.strip("[]"), int(port), options)
+                        if alert is not None:
+                            return alert
+                    continue  # this one is away; another may answer
+                else:
+                    conn.close()
+                    return None
+    except TimeoutError:
+        pass
+    return None
+
+
+#: Seconds :func:`_tls_alert` listens after the handshake; a broker that accepted the client
+#: says nothing before a request, one that refused it sends its alert at once.
+_ALERT_WAIT = 1.0
+
+
+async def _tls_alert(host: str, port: int, options: Mapping[str, Any]) -> ssl.SSLError | None:
+    """The TLS alert a broker sends right after the handshake (a missing or untrusted client
+    certificate under TLS 1.3), if it sends one. Nothing is sent: a request racing the alert
+    would meet a closed socket, whose reset loses the alert."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port, ssl=options["ssl_context"])
+    except ssl.SSLError as exc:
+        return exc
+    except OSError:
+        return None
+    try:
+        async with asyncio.timeout(_ALERT_WAIT):
+            await reader.read(1)
+    except ssl.SSLError as exc:
+        if any(reason in str(exc.reason or exc).upper() for reason in _TLS_REFUSALS):
+            return exc
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        writer.close()
+    return None
 
 
 async def keep_alive(consumer: Any, subject: str) -> None:

@@ -23,8 +23,10 @@ from ._client import (
     check_options,
     client_options,
     parse_servers,
+    security_of,
     start_client,
 )
+from .security import KafkaSecurity
 
 #: Seconds :meth:`KafkaDestination.check` waits for a broker that is down at start-up, as long
 #: as a KafkaSource waits by default (its ``connect_timeout``).
@@ -42,7 +44,8 @@ class KafkaDestination:
 
     The producer starts on the first :meth:`send` (or on :meth:`start` / ``async with``); a
     mapping closes its on_failure destination when it stops, other owners call :meth:`close`.
-    ``producer_options`` passes any other AIOKafkaProducer option through (tansu refuses
+    ``security`` is how to connect and authenticate (:class:`KafkaSecurity`). ``producer_options``
+    passes any other AIOKafkaProducer option through (tansu refuses
     ``enable_idempotence=True``; a full Kafka broker accepts it).
     """
 
@@ -52,6 +55,7 @@ class KafkaDestination:
         *,
         bootstrap_servers: str | Sequence[str],
         include_payload: bool = True,
+        security: KafkaSecurity | None = None,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
         sasl_mechanism: str | None = None,
@@ -67,18 +71,15 @@ class KafkaDestination:
         self.include_payload = include_payload
         options = dict(producer_options or {})
         check_options("producer_options", options, AIOKafkaProducer, MANAGED_OPTIONS)
-        self._options = {
-            "acks": "all",
-            **options,
-            **client_options(
-                servers,
-                security_protocol,
-                ssl_context,
-                sasl_mechanism,
-                sasl_plain_username,
-                sasl_plain_password,
-            ),
-        }
+        self.security = security_of(
+            security,
+            security_protocol,
+            ssl_context,
+            sasl_mechanism,
+            sasl_plain_username,
+            sasl_plain_password,
+        )
+        self._options = {"acks": "all", **options, **client_options(servers, self.security)}
         self._producer: Any = None
         self._lock = asyncio.Lock()
 
@@ -117,6 +118,7 @@ class KafkaDestination:
                 CHECK_CONNECT_TIMEOUT,
                 {"destination": self.describe()},
                 f"for destination topic {self.topic!r} ",
+                self.security,
             )
         except SourceError as exc:
             raise DestinationError(str(exc)) from exc

@@ -53,8 +53,10 @@ from ._client import (
     keep_alive,
     parse_servers,
     partition_id,
+    security_of,
     start_client,
 )
+from .security import KafkaSecurity
 
 log = logging.getLogger("streamfn.async.kafka")
 
@@ -74,8 +76,9 @@ _MANAGED = dict.fromkeys(
         "sasl_mechanism",
         "sasl_plain_username",
         "sasl_plain_password",
+        "sasl_oauth_token_provider",
     ),
-    "KafkaEventQueue sets it",
+    "KafkaEventQueue sets it (security=)",
 )
 
 
@@ -143,7 +146,8 @@ class KafkaEventQueue:
     at start-up is retried for ``connect_timeout`` seconds, then
     :class:`~streamfn.errors.SourceError` names it; a topic the broker does not have (and does
     not create) is a :class:`~streamfn.errors.ConfigError`. ``max_held`` bounds the events
-    waiting in this worker for their time. ``consumer_options`` and ``producer_options`` pass
+    waiting in this worker for their time. ``security`` is how to connect and authenticate
+    (:class:`KafkaSecurity`). ``consumer_options`` and ``producer_options`` pass
     other AIOKafkaConsumer / AIOKafkaProducer options through.
     """
 
@@ -154,6 +158,7 @@ class KafkaEventQueue:
         bootstrap_servers: str | Sequence[str],
         group_id: str | None = None,
         dead_letter_topic: str | None = None,
+        security: KafkaSecurity | None = None,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
         sasl_mechanism: str | None = None,
@@ -186,14 +191,15 @@ class KafkaEventQueue:
         check_options("consumer_options", self.consumer_options, AIOKafkaConsumer, _MANAGED)
         check_options("producer_options", self.producer_options, AIOKafkaProducer, _MANAGED)
         servers = parse_servers(bootstrap_servers)
-        self._client_options = client_options(
-            servers,
+        self.security = security_of(
+            security,
             security_protocol,
             ssl_context,
             sasl_mechanism,
             sasl_plain_username,
             sasl_plain_password,
         )
+        self._client_options = client_options(servers, self.security)
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
         self.group_id = group_id
@@ -283,6 +289,7 @@ class KafkaEventQueue:
             self.connect_timeout,
             {"queue": self.describe()},
             f"for event queue topic {self.topic!r} ",
+            self.security,
         )
 
     def _group_subject(self) -> str:

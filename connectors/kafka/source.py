@@ -19,12 +19,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (
-    AuthenticationFailedError,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     IllegalStateError,
     KafkaError,
-    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
 )
 
@@ -38,6 +36,7 @@ from streamfn.source import AssignmentListener
 from .._retrylog import RetryLog
 from ._client import (
     MANAGED_OPTIONS,
+    REFUSED,
     TOPIC,
     check_group_id,
     check_options,
@@ -46,18 +45,19 @@ from ._client import (
     keep_alive,
     parse_servers,
     partition_id,
+    security_of,
     split_partition_id,
     start_client,
 )
 from .destination import KafkaDestination
+from .security import KafkaSecurity
 
 #: Errors a fetch can meet that no retry fixes; any other (a broker away, a leader moving) is
 #: transient: aiokafka recovers and the poller backs off meanwhile.
 _REFUSED = (
-    AuthenticationFailedError,
+    *REFUSED,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
-    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
 )
 
@@ -97,7 +97,10 @@ class KafkaSource:
     ``starting_position`` (TRIM_HORIZON when unset), as on AWS. ``group_instance_id`` turns on
     static membership, so a restarted worker gets its partitions back without a rebalance.
     ``cluster_arn`` makes events look like Amazon MSK's (``aws:kafka``) instead of self-managed
-    Kafka's. ``consumer_options`` passes any other AIOKafkaConsumer option through.
+    Kafka's. ``security`` is how to connect and authenticate (:class:`KafkaSecurity`: TLS,
+    SASL/SCRAM or PLAIN, mutual TLS, MSK IAM; aiokafka's ``security_protocol``/``sasl_*``
+    keywords say the same for existing callers). ``consumer_options`` passes any other
+    AIOKafkaConsumer option through.
 
     :meth:`gauges` reports AWS's OffsetLag per owned partition: its end offset minus the
     group's committed offset. The committed offset is the one this member last committed (at
@@ -121,6 +124,7 @@ class KafkaSource:
         bootstrap_servers: str | Sequence[str],
         group_id: str,
         group_instance_id: str | None = None,
+        security: KafkaSecurity | None = None,
         security_protocol: str = "PLAINTEXT",
         ssl_context: ssl.SSLContext | None = None,
         sasl_mechanism: str | None = None,
@@ -152,14 +156,15 @@ class KafkaSource:
         self.lag_interval = float(lag_interval)
         self.consumer_options = dict(consumer_options or {})
         check_options("consumer_options", self.consumer_options, AIOKafkaConsumer, MANAGED_OPTIONS)
-        self._client_options = client_options(
-            servers,
+        self.security = security_of(
+            security,
             security_protocol,
             ssl_context,
             sasl_mechanism,
             sasl_plain_username,
             sasl_plain_password,
         )
+        self._client_options = client_options(servers, self.security)
         self._event_source = "aws:kafka" if cluster_arn else "SelfManagedKafka"
         self._consumer: Any = None
         self._owned: dict[str, TopicPartition] = {}
@@ -179,15 +184,8 @@ class KafkaSource:
             raise ConfigError(
                 f"topic {topic!r} is read by this mapping: it cannot take its failures"
             )
-        options = self._client_options
         return KafkaDestination(
-            topic,
-            bootstrap_servers=self.bootstrap_servers,
-            security_protocol=options["security_protocol"],
-            ssl_context=options.get("ssl_context"),
-            sasl_mechanism=options.get("sasl_mechanism"),
-            sasl_plain_username=options.get("sasl_plain_username"),
-            sasl_plain_password=options.get("sasl_plain_password"),
+            topic, bootstrap_servers=self.bootstrap_servers, security=self.security
         )
 
     @property
@@ -232,6 +230,7 @@ class KafkaSource:
             self.bootstrap_servers,
             self.connect_timeout,
             {"source": self.describe()},
+            security=self.security,
         )
         log.info("connected to Kafka", extra={"source": self.describe()})
         return consumer

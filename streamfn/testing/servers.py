@@ -82,7 +82,14 @@ def tansu_binary() -> str:
 
 class TansuBroker:
     """A tansu broker on a loopback port, for benchmarks and tests; :meth:`stop` and
-    :meth:`start` again restart it on the same port and storage."""
+    :meth:`start` again restart it on the same port and storage.
+
+    ``authentication=True`` makes clients authenticate with SASL: SCRAM-SHA-256/512 against
+    the users :meth:`create_user` stored, or PLAIN, which tansu 0.6 accepts with any password.
+    tansu 0.6 has no TLS listener (its ``--cert``/``--key`` are not wired up), so a TLS test
+    puts a TLS-terminating proxy in front and has the broker advertise it
+    (``advertised_address``): clients then open every connection through the proxy.
+    """
 
     def __init__(
         self,
@@ -91,11 +98,15 @@ class TansuBroker:
         port: int | None = None,
         env: Mapping[str, str] | None = None,
         start_timeout: float = 15.0,
+        authentication: bool = False,
+        advertised_address: str | None = None,
     ) -> None:
         self.storage = storage
         self.port = port or free_port()
         self.env = {**os.environ, **(env or {})}
         self.start_timeout = start_timeout
+        self.authentication = authentication
+        self.advertised_address = advertised_address
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
 
@@ -106,6 +117,7 @@ class TansuBroker:
     def start(self) -> None:
         """Start the broker and return once it accepts connections."""
         url = f"tcp://{self.address}"
+        advertised = f"tcp://{self.advertised_address or self.address}"
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(); stop() closes it
         self._process = subprocess.Popen(
             [
@@ -114,9 +126,10 @@ class TansuBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 self.storage,
+                *(["--authentication"] if self.authentication else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
@@ -156,6 +169,22 @@ class TansuBroker:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+
+    def create_user(self, name: str, password: str, mechanism: str = "SCRAM-SHA-512") -> None:
+        """Store a SCRAM user (``mechanism`` SCRAM-SHA-256 or SCRAM-SHA-512). tansu takes it
+        only from an unauthenticated client, so on a broker with ``authentication`` create
+        users first on durable storage, then :meth:`stop` and start it with authentication."""
+        flag = {"SCRAM-SHA-256": "scram256", "SCRAM-SHA-512": "scram512"}[mechanism]
+        subprocess.run(
+            [
+                *(tansu_binary(), "user", "create", "--broker", f"tcp://{self.address}"),
+                *("--mechanism", flag, name, password),
+            ],
+            env=self.env,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
 
     def __enter__(self) -> TansuBroker:
         self.start()
