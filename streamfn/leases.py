@@ -7,6 +7,12 @@ expired ones, balance by claiming a lease from the worker holding most, hand a l
 after its shard is drained and checkpointed, and start a child shard only after all its parents
 reached SHARD_END.
 
+A lease may also carry a tumbling window's state (``window``: opaque bytes the engine encodes),
+written in the same conditional write as the checkpoint it goes with, so a new owner resumes the
+window exactly where the checkpoint says the records stop. Listing leaves it out (it can be
+hundreds of kilobytes and every worker lists every lease each renew interval); taking a lease
+(``acquire``, ``renew``) returns it.
+
 Expiry follows KCL: a lease is expired when its counter has not moved for ``lease_duration`` as
 seen by this worker's own clock, so workers need no synchronised clocks. Stealing is graceful
 (KCL 3's handoff): the thief only *claims* a lease; the owner drains the shard, writes its
@@ -27,7 +33,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -48,7 +54,9 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class Lease:
     """One shard's lease. ``checkpoint`` is None (use the mapping's starting position),
-    TRIM_HORIZON, SHARD_END, or the decimal sequence number of the last record done."""
+    TRIM_HORIZON, SHARD_END, or the decimal sequence number of the last record done;
+    ``window`` is the open tumbling window as it stood after that record (None: none), left
+    out by :meth:`LeaseStore.list`."""
 
     key: str
     owner: str | None = None
@@ -56,6 +64,7 @@ class Lease:
     checkpoint: str | None = None
     parents: tuple[str, ...] = ()
     claimant: str | None = None
+    window: bytes | None = field(default=None, repr=False)
 
     @property
     def finished(self) -> bool:
@@ -74,20 +83,24 @@ class ShardInfo:
 class LeaseStore(Protocol):
     """Durable leases with compare-and-set writes; a failed condition returns False/None."""
 
+    #: The largest ``window`` a lease keeps, in bytes.
+    window_limit: int
+
     async def open(self) -> None:
         """Connect, and create the table when it is missing."""
 
     async def close(self) -> None: ...
 
     async def list(self) -> list[Lease]:
-        """Every lease, read consistently."""
+        """Every lease, read consistently, without its ``window``."""
 
     async def create(self, lease: Lease) -> bool:
         """Insert ``lease`` unless one with its key exists."""
 
     async def acquire(self, lease: Lease, owner: str) -> Lease | None:
         """Make ``owner`` the owner if the counter is still ``lease.counter`` (a free, expired
-        or handed-over lease); clears any claim and bumps the counter."""
+        or handed-over lease); clears any claim and bumps the counter. The lease returned
+        carries its ``window``."""
 
     async def renew(self, lease: Lease) -> Lease | None:
         """Bump the counter if ``lease.owner`` still owns it at ``lease.counter``."""
@@ -96,14 +109,18 @@ class LeaseStore(Protocol):
         """Ask ``lease.owner`` to hand the lease over (stealing), if it still owns it and
         nobody else claimed it."""
 
-    async def checkpoint(self, key: str, owner: str, checkpoint: str) -> bool:
-        """Store a checkpoint if ``owner`` still owns the lease."""
+    async def checkpoint(
+        self, key: str, owner: str, checkpoint: str, window: bytes | None = None
+    ) -> bool:
+        """Store a checkpoint and the window that goes with it (None removes it), in one
+        write, if ``owner`` still owns the lease."""
 
     async def release(
         self, lease: Lease, checkpoint: str | None, successor: str | None = None
     ) -> bool:
         """Store the final checkpoint and give the lease to ``successor`` (None: free), if
-        ``lease.owner`` still owns it."""
+        ``lease.owner`` still owns it. The stored window stays with its checkpoint, unless
+        ``checkpoint`` is None or SHARD_END (a finished shard's window is closed)."""
 
     async def delete(self, lease: Lease) -> bool:
         """Remove a retired lease if its counter is still ``lease.counter``."""
@@ -127,21 +144,29 @@ CREATE TABLE IF NOT EXISTS leases (
     counter INTEGER NOT NULL,
     checkpoint TEXT,
     parents TEXT NOT NULL,
-    claimant TEXT
+    claimant TEXT,
+    window_state BLOB
 )
 """
-_COLUMNS = "key, owner, counter, checkpoint, parents, claimant"
+_COLUMNS = "key, owner, counter, checkpoint, parents, claimant, window_state"
+#: Listing leaves the window out: see the module docstring.
+_LISTED = "key, owner, counter, checkpoint, parents, claimant, NULL"
 
 
 def _lease(row: tuple[Any, ...]) -> Lease:
-    key, owner, counter, checkpoint, parents, claimant = row
-    return Lease(key, owner, counter, checkpoint, tuple(orjson.loads(parents)), claimant)
+    key, owner, counter, checkpoint, parents, claimant, window = row
+    return Lease(key, owner, counter, checkpoint, tuple(orjson.loads(parents)), claimant, window)
 
 
 class SQLiteLeaseStore:
     """Leases in an SQLite file: the embedded default for one worker (several processes on one
     host may share the file). Statements run on one dedicated thread, so the event loop never
-    waits on the disk and the connection is never shared between threads."""
+    waits on the disk and the connection is never shared between threads. A file written
+    before windows were kept gets its ``window_state`` column when opened."""
+
+    #: The largest window this store keeps with a checkpoint, in bytes (a 1 MB state with room
+    #: to spare: SQLite itself takes blobs up to 1 GB).
+    window_limit = 4 * 1024 * 1024
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -164,6 +189,9 @@ class SQLiteLeaseStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+        if "window_state" not in columns:  # a file from before windows were kept
+            db.execute("ALTER TABLE leases ADD COLUMN window_state BLOB")
         self._db = db
 
     async def close(self) -> None:
@@ -188,18 +216,20 @@ class SQLiteLeaseStore:
         return _lease(rows[0]) if rows else None
 
     async def list(self) -> list[Lease]:
-        return [_lease(r) for r in await self._run(self._query, f"SELECT {_COLUMNS} FROM leases")]
+        return [_lease(r) for r in await self._run(self._query, f"SELECT {_LISTED} FROM leases")]
 
     async def create(self, lease: Lease) -> bool:
         return (
             await self._one(
-                "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                f"INSERT INTO leases ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(key) DO NOTHING",
                 lease.key,
                 lease.owner,
                 lease.counter,
                 lease.checkpoint,
                 orjson.dumps(list(lease.parents)).decode(),
                 lease.claimant,
+                lease.window,
             )
             is not None
         )
@@ -232,11 +262,14 @@ class SQLiteLeaseStore:
             is not None
         )
 
-    async def checkpoint(self, key: str, owner: str, checkpoint: str) -> bool:
+    async def checkpoint(
+        self, key: str, owner: str, checkpoint: str, window: bytes | None = None
+    ) -> bool:
         return (
             await self._one(
-                "UPDATE leases SET checkpoint = ? WHERE key = ? AND owner = ?",
+                "UPDATE leases SET checkpoint = ?, window_state = ? WHERE key = ? AND owner = ?",
                 checkpoint,
+                window,
                 key,
                 owner,
             )
@@ -249,9 +282,11 @@ class SQLiteLeaseStore:
         return (
             await self._one(
                 "UPDATE leases SET owner = ?, checkpoint = ?, counter = counter + 1, "
-                "claimant = NULL WHERE key = ? AND owner = ?",
+                "claimant = NULL, window_state = CASE WHEN ? THEN NULL ELSE window_state END "
+                "WHERE key = ? AND owner = ?",
                 successor,
                 checkpoint,
+                checkpoint is None or checkpoint == SHARD_END,
                 lease.key,
                 lease.owner,
             )
@@ -393,11 +428,16 @@ class LeaseCoordinator:
         if creates or retire:
             self._wake.set()
 
-    async def checkpoint(self, key: str, checkpoint: str) -> bool:
-        """Write a checkpoint; False when the lease is no longer this worker's."""
+    def checkpoint_of(self, key: str) -> str | None:
+        """The checkpoint last written (or taken over) for a held lease."""
+        return self._checkpoints.get(key)
+
+    async def checkpoint(self, key: str, checkpoint: str, window: bytes | None = None) -> bool:
+        """Write a checkpoint and its window; False when the lease is no longer this
+        worker's."""
         if key not in self.held:
             return False
-        if await self.store.checkpoint(key, self.worker_id, checkpoint):
+        if await self.store.checkpoint(key, self.worker_id, checkpoint, window):
             self._checkpoints[key] = checkpoint
             return True
         if key in self.held and key not in self._stopping:

@@ -154,9 +154,12 @@ class Mapping:
                     async with asyncio.timeout(delay):
                         await self._stopping.wait()
         finally:
-            close = getattr(self.on_failure, "close", None)
-            if close is not None:  # destinations that hold a client (Kafka, SQS) release it
-                await close()
+            try:
+                await self.outcome.drain()  # window timers and final invocations end here
+            finally:
+                close = getattr(self.on_failure, "close", None)
+                if close is not None:  # destinations that hold a client (Kafka, SQS) release it
+                    await close()
         log.info("mapping stopped", extra=self._extra())
 
     async def _run_source(self) -> SourceError | None:

@@ -154,6 +154,11 @@ class _Policy:
         self.batch_sizes = stats.batch_sizes
         self.failures = failures
 
+    async def drain(self) -> None:
+        """Called by the mapping once every partition is revoked: a policy that runs work of
+        its own (the final invocations of tumbling windows) finishes it here, within the
+        mapping's ``shutdown_timeout``, so nothing outlives the mapping. Nothing to do here."""
+
     def _count(self, stats: PartitionStats, records: int) -> None:
         """One invocation of ``records`` records."""
         stats.invocations += 1

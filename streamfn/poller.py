@@ -29,6 +29,7 @@ from .outcome import Abandoned, QueueOutcome, StreamOutcome
 from .record import Record
 from .source import QueueSource, Source
 from .stats import PartitionStats
+from .windows import WindowedOutcome, WindowKeeper
 
 #: Seconds a fetch may wait for new records before the poller loops; a source may set its own
 #: ``fetch_wait`` attribute (SQS long polls in whole seconds).
@@ -113,6 +114,10 @@ class PartitionRunner:
         self._poller: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
         self._lane_tasks: list[asyncio.Task[None]] = []
+        #: tumbling windows kept with the checkpoint, when the source keeps them
+        self._window: WindowKeeper | None = None
+        if isinstance(outcome, WindowedOutcome):
+            self._window = outcome.attach(partition, self._stop, self._dirty.set)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -291,16 +296,32 @@ class PartitionRunner:
                 await asyncio.sleep(delay)
 
     async def _commit_once(self) -> None:
+        """Commit the settled position; with a kept tumbling window, the window as it stood
+        after the batch that ended at or before it, in the same write (also when only the
+        window changed: one closed on an idle shard)."""
         position = self.checkpoint.position
-        if position is not None and position is not self.committed:
+        moved = position is not None and position is not self.committed
+        window = self._window
+        settled = self.checkpoint.settled
+        if window is not None:
+            snapshot = window.pick(position)
+            if not moved and snapshot is window.stored:
+                return
+            blob = await window.encode(snapshot)
+            await window.source.commit_window(self.partition, position, blob)
+            window.stored = snapshot
+        elif moved:
             assert self._stream is not None, "a queue source has no checkpoint to commit"
-            settled = self.checkpoint.settled
+            assert position is not None
             await self._stream.commit(self.partition, position)
+        else:
+            return
+        if moved:
             self.committed = position
             self.committed_count = settled
             self._commit_landed.set()
-            self.stats.commits += 1
-            self.stats.last_commit = time.time()
+        self.stats.commits += 1
+        self.stats.last_commit = time.time()
 
     def _failed(
         self,

@@ -158,3 +158,33 @@ class TracedSource(Protocol):
     def trace_carrier(self, record: Record) -> Mapping[str, str]:
         """The record's trace headers, names in lower case: ``traceparent`` and
         ``tracestate`` (W3C), ``x-amzn-trace-id`` (X-Ray)."""
+
+
+@runtime_checkable
+class KeepsWindowState(Protocol):
+    """Optional for a stream source: keeps a tumbling window with its checkpoint, so that a
+    restart, or another worker taking the partition over, resumes the window where the
+    checkpoint left it instead of losing the state of records already checkpointed.
+
+    The window is opaque bytes the engine encodes (:mod:`streamfn.windows`). A runner uses
+    :meth:`commit_window` instead of :meth:`Source.commit` when its mapping has tumbling windows;
+    ``commit`` stays the only call for every other mapping and source."""
+
+    #: The largest window, in bytes, the source stores with a checkpoint; the engine keeps a
+    #: larger one in memory only (and says so once).
+    window_limit: int
+
+    async def commit_window(
+        self, partition: str, record: Record | None, window: bytes | None
+    ) -> None:
+        """:meth:`Source.commit` ``record`` and, in the same durable write, ``window`` (None:
+        no open window). ``record`` None keeps the checkpoint where it is and replaces the
+        window only (a window closed on an idle partition)."""
+
+    def window_state(self, partition: str) -> bytes | None:
+        """The window stored with the partition's checkpoint when it was assigned, or as last
+        committed since; None when there is none."""
+
+    def finished(self, partition: str) -> bool:
+        """True once the partition was read to its end (a closed shard): its window is closed
+        when it stops, as Lambda closes it at the end of a shard, not kept."""

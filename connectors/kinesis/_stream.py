@@ -8,6 +8,10 @@ several workers) and reads each shard it holds with a reader of :mod:`._shards`.
 shards every ``shard_sync_interval`` seconds, and at once when a shard it holds is finished: that
 shard's lease becomes SHARD_END, and only then may its children start.
 
+Tumbling windows are kept with the checkpoint (:class:`~streamfn.source.KeepsWindowState`): the
+window the engine commits goes into the lease in the same conditional write, and a shard's
+lease hands it back when this or another worker starts the shard again.
+
 Sequence numbers are compared as integers (``Record.offset``), never as strings.
 """
 
@@ -134,6 +138,8 @@ class _StreamSource(abc.ABC):
         self._client: Any = None
         self._listener: AssignmentListener | None = None
         self._readers: dict[str, _ShardReader] = {}
+        #: The window stored with each held shard's checkpoint (absent: none).
+        self._windows: dict[str, bytes] = {}
         self._start: Position = (TRIM_HORIZON, None)
         self._resync = asyncio.Event()
 
@@ -141,6 +147,12 @@ class _StreamSource(abc.ABC):
     def owned(self) -> frozenset[str]:
         """The shards this worker reads right now."""
         return frozenset(self._readers)
+
+    @property
+    def window_limit(self) -> int:
+        """The largest window the lease store keeps with a checkpoint."""
+        store = self._lease_store
+        return store.window_limit if store is not None else SQLiteLeaseStore.window_limit
 
     @property
     def _region(self) -> str:
@@ -246,6 +258,8 @@ class _StreamSource(abc.ABC):
         for lease in leases:
             metrics = self.metrics[lease.key] = ShardMetrics()
             self._readers[lease.key] = _ShardReader(self, lease, metrics)
+            if lease.window is not None:
+                self._windows[lease.key] = lease.window
         assert self._listener is not None
         await self._listener.assigned([lease.key for lease in leases])
 
@@ -257,6 +271,7 @@ class _StreamSource(abc.ABC):
             for key in keys:
                 self._readers.pop(key, None)
                 self.metrics.pop(key, None)
+                self._windows.pop(key, None)
 
     def _finish(self, shard: str) -> None:
         if self.coordinator is not None:
@@ -282,17 +297,45 @@ class _StreamSource(abc.ABC):
         return await reader.read(max_records, timeout)
 
     async def commit(self, partition: str, record: Record) -> None:
+        await self.commit_window(partition, record, None)
+
+    async def commit_window(
+        self, partition: str, record: Record | None, window: bytes | None
+    ) -> None:
         coordinator = self.coordinator
-        if coordinator is None or not await coordinator.checkpoint(partition, str(record.offset)):
+        checkpoint: str | None = None
+        if coordinator is not None:
+            checkpoint = (
+                str(record.offset) if record is not None else coordinator.checkpoint_of(partition)
+            )
+        if checkpoint is None and window is None and coordinator is not None:
+            self._windows.pop(partition, None)  # no checkpoint has a window to remove
+            return
+        if (
+            coordinator is None
+            or checkpoint is None
+            or not await coordinator.checkpoint(partition, checkpoint, window)
+        ):
             log.debug(
                 "not checkpointing a shard this worker does not hold", extra={"shard": partition}
             )
             return
+        if window is None:
+            self._windows.pop(partition, None)
+        elif partition in self._readers:
+            self._windows[partition] = window
         reader = self._readers.get(partition)
-        if reader is not None:
+        if reader is not None and record is not None:
             reader.committed = record.offset
             if reader.done():
                 self._finish(partition)
+
+    def window_state(self, partition: str) -> bytes | None:
+        return self._windows.get(partition)
+
+    def finished(self, partition: str) -> bool:
+        reader = self._readers.get(partition)
+        return reader is not None and reader.done()
 
     def item_identifier(self, record: Record) -> Any:
         return str(record.offset)

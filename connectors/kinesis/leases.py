@@ -1,13 +1,19 @@
 """Leases in a DynamoDB table, for several workers sharing a stream (KCL's lease table).
 
 One item per shard: ``leaseKey`` (the hash key), ``leaseOwner``, ``leaseCounter``,
-``checkpoint``, ``parentShardIds`` and ``claimant``. Every write is conditional on the owner or
-the counter the caller saw, so two workers can never both believe they won; the policy (expiry,
-balancing, handoff) is the core's :class:`~streamfn.leases.LeaseCoordinator`.
+``checkpoint``, ``parentShardIds``, ``claimant`` and ``windowState`` (binary: the open tumbling
+window, set or removed in the same UpdateItem as the checkpoint it goes with). Every write is
+conditional on the owner or the counter the caller saw, so two workers can never both believe
+they won; the policy (expiry, balancing, handoff) is the core's
+:class:`~streamfn.leases.LeaseCoordinator`.
 
 Calls per worker: one consistent Scan and one UpdateItem per held lease every renew interval
 (a third of the lease duration), plus a conditional write per checkpoint. :attr:`calls` counts
-them by operation.
+them by operation. The Scan projects ``windowState`` away, so listing stays small however large
+the windows. An item holds 400 KB in all, so a window is kept up to
+:attr:`DynamoDBLeaseStore.window_limit` bytes (compressed); the engine keeps a larger one in
+memory only. Every renewal rewrites the item, so a large window also costs write capacity by
+its size (a write unit per KB) each renew interval.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError
 
 from streamfn.errors import ConfigError
-from streamfn.leases import Lease
+from streamfn.leases import SHARD_END, Lease
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-_ATTRIBUTES = ("leaseOwner", "leaseCounter", "checkpoint", "claimant")
+_ATTRIBUTES = ("leaseOwner", "leaseCounter", "checkpoint", "claimant", "windowState")
+#: What a Scan reads: every attribute but the window.
+_LISTED = ("leaseKey", "leaseOwner", "leaseCounter", "checkpoint", "parentShardIds", "claimant")
 _TABLE_WAIT = 60.0  # seconds a new table may take to become ACTIVE
 
 
@@ -41,6 +49,8 @@ def _item(lease: Lease) -> dict[str, Any]:
     ):
         if value is not None:
             item[name] = {"S": value}
+    if lease.window is not None:
+        item["windowState"] = {"B": lease.window}
     return item
 
 
@@ -56,12 +66,17 @@ def _lease(item: dict[str, Any]) -> Lease:
         checkpoint=text("checkpoint"),
         parents=tuple(p["S"] for p in item.get("parentShardIds", {}).get("L", [])),
         claimant=text("claimant"),
+        window=item["windowState"]["B"] if "windowState" in item else None,
     )
 
 
 class DynamoDBLeaseStore:
     """A :class:`~streamfn.leases.LeaseStore` on a DynamoDB table, created on-demand
     (PAY_PER_REQUEST) when missing. Use one table per stream and consuming application."""
+
+    #: The largest window kept with a checkpoint, in bytes: an item holds 400 KB in all, and
+    #: the lease's other attributes (and their names) take a few hundred bytes.
+    window_limit = 390 * 1024
 
     def __init__(
         self,
@@ -167,7 +182,12 @@ class DynamoDBLeaseStore:
 
     async def list(self) -> list[Lease]:
         leases: list[Lease] = []
-        kwargs: dict[str, Any] = {"TableName": self.table_name, "ConsistentRead": True}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "ConsistentRead": True,
+            "ProjectionExpression": ", ".join(f"#{n}" for n in _LISTED),
+            "ExpressionAttributeNames": {f"#{n}": n for n in _LISTED},
+        }
         while True:
             page = await self._call("scan", **kwargs)
             leases.extend(_lease(item) for item in page.get("Items", ()))
@@ -225,14 +245,16 @@ class DynamoDBLeaseStore:
         )
         return claimed is not None
 
-    async def checkpoint(self, key: str, owner: str, checkpoint: str) -> bool:
-        written = await self._update(
-            key,
-            "SET #checkpoint = :checkpoint",
-            "#leaseOwner = :owner",
-            owner={"S": owner},
-            checkpoint={"S": checkpoint},
-        )
+    async def checkpoint(
+        self, key: str, owner: str, checkpoint: str, window: bytes | None = None
+    ) -> bool:
+        values: dict[str, Any] = {"owner": {"S": owner}, "checkpoint": {"S": checkpoint}}
+        if window is None:
+            update = "SET #checkpoint = :checkpoint REMOVE #windowState"
+        else:
+            update = "SET #checkpoint = :checkpoint, #windowState = :window"
+            values["window"] = {"B": window}
+        written = await self._update(key, update, "#leaseOwner = :owner", **values)
         return written is not None
 
     async def release(
@@ -253,6 +275,8 @@ class DynamoDBLeaseStore:
             values["checkpoint"] = {"S": checkpoint}
         else:
             removes.append("#checkpoint")
+        if checkpoint is None or checkpoint == SHARD_END:  # a finished shard's window is closed
+            removes.append("#windowState")
         update = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
         released = await self._update(lease.key, update, "#leaseOwner = :owner", **values)
         return released is not None

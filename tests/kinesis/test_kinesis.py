@@ -294,7 +294,7 @@ async def test_get_records_calls_are_paced_per_shard(moto_endpoint: str, tmp_pat
     assert 1 <= calls <= 1.5 * rate + 1
 
 
-def test_throttles_back_off_exponentially_and_expired_iterators_resume_after_the_last_read(
+def test_throttles_back_off_exponentially_expired_iterators_resume_and_refusals_are_fatal(
     tmp_path: Path,
 ) -> None:
     source = KinesisSource("arn:aws:kinesis:us-east-1:123456789012:stream/s", state_dir=tmp_path)
@@ -315,7 +315,11 @@ def test_throttles_back_off_exponentially_and_expired_iterators_resume_after_the
             ClientError({"Error": {"Code": "ExpiredIteratorException"}}, "x"), loop
         )
         assert reader.iterator is None and reader._start() == ("AFTER_SEQUENCE_NUMBER", "57")
-        assert not reader._failed(ClientError({"Error": {"Code": "AccessDenied"}}, "x"), loop)
+        assert not reader._failed(
+            ClientError({"Error": {"Code": "ValidationException"}}, "x"), loop
+        )
+        with pytest.raises(SourceError, match="AWS refused access to shard shardId-0"):
+            reader._failed(ClientError({"Error": {"Code": "AccessDeniedException"}}, "x"), loop)
     finally:
         loop.close()
 

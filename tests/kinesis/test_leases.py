@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -110,6 +112,69 @@ async def test_claim_then_release_hands_the_lease_over_with_its_checkpoint(
     assert await store.release(handed, SHARD_END)
     [finished] = await store.list()
     assert finished.owner is None and finished.finished
+
+
+async def test_the_window_goes_with_its_checkpoint_and_comes_back_with_the_lease(
+    store: LeaseStore,
+) -> None:
+    await store.create(Lease("s"))
+    held = await store.acquire(Lease("s"), "w1")
+    assert held is not None
+    assert await store.checkpoint("s", "w1", "100", b"\x00window\xff")
+    [listed] = await store.list()
+    assert (listed.checkpoint, listed.window) == ("100", None)  # listing leaves it out
+    assert await store.release(held, "100", successor="w2")  # a handoff keeps it
+    [handed] = await store.list()
+    taken = await store.acquire(handed, "w2")
+    assert taken is not None and (taken.checkpoint, taken.window) == ("100", b"\x00window\xff")
+    assert not await store.checkpoint("s", "w1", "200", b"stale")  # refused with its window
+    assert await store.checkpoint("s", "w2", "300")  # no window: removed
+    renewed = await store.renew(taken)
+    assert renewed is not None and (renewed.checkpoint, renewed.window) == ("300", None)
+    assert await store.checkpoint("s", "w2", "400", b"w")
+    assert await store.release(renewed, SHARD_END)  # a finished shard's window is closed
+    [finished] = await store.list()
+    again = await store.acquire(finished, "w3")
+    assert again is not None and (again.checkpoint, again.window) == (SHARD_END, None)
+
+
+async def test_a_lease_holds_a_window_of_the_stores_window_limit(store: LeaseStore) -> None:
+    window = os.urandom(store.window_limit)  # incompressible
+    await store.create(Lease("s"))
+    held = await store.acquire(Lease("s"), "w1")
+    assert held is not None
+    sequence = "49590338271490256608559692538361571095921575989136588898"  # as long as they get
+    assert await store.checkpoint("s", "w1", sequence, window)
+    renewed = await store.renew(held)
+    assert renewed is not None and renewed.window == window
+
+
+async def test_a_lease_file_from_before_windows_opens_and_gains_the_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TABLE leases (key TEXT PRIMARY KEY, owner TEXT, counter INTEGER NOT NULL, "
+            "checkpoint TEXT, parents TEXT NOT NULL, claimant TEXT)"
+        )
+        db.execute("INSERT INTO leases VALUES ('s', 'w1', 3, '100', '[]', NULL)")
+        db.commit()
+    store = SQLiteLeaseStore(path)
+    await store.open()
+    try:
+        assert await store.list() == [Lease("s", "w1", 3, "100")]
+        assert await store.checkpoint("s", "w1", "200", b"window")
+        taken = await store.acquire(Lease("s", "w1", 3), "w2")
+        assert taken == Lease("s", "w2", 4, "200", window=b"window")
+    finally:
+        await store.close()
+    reopened = SQLiteLeaseStore(path)  # the column is there now: opening again adds nothing
+    await reopened.open()
+    try:
+        assert [lease.checkpoint for lease in await reopened.list()] == ["200"]
+    finally:
+        await reopened.close()
 
 
 async def test_delete_is_conditional_on_the_counter(store: LeaseStore) -> None:
