@@ -32,7 +32,10 @@ class Chunk:
     def mark(self, indexes: Indexes) -> None:
         if isinstance(indexes, tuple):
             start, stop = indexes
-            self.done[start:stop] = b"\x01" * (stop - start)
+            if stop - start == 1:  # batch size 1: no bytes object to build
+                self.done[start] = 1
+            else:
+                self.done[start:stop] = b"\x01" * (stop - start)
         else:
             done = self.done
             for i in indexes:

@@ -19,7 +19,7 @@ from zlib import crc32
 import orjson
 
 from .backoff import retry_delay
-from .batcher import Lane, record_size
+from .batcher import Lane, Signal, record_size
 from .checkpoint import Checkpoint, Chunk, Indexes
 from .config import MappingConfig
 from .errors import SourceError
@@ -96,7 +96,7 @@ class PartitionRunner:
         #: the batches in flight plus this
         bound = config.max_uncommitted_records
         self.uncommitted_limit = 0 if self.queue or bound is None or bound < 0 else bound
-        self._commit_landed = asyncio.Event()
+        self._commit_landed = Signal()
         # This runner's own count, for backpressure; the stats' count adds up every runner of
         # the partition, since a revoked one may still be finishing as the next one starts.
         self.inflight = 0
@@ -108,8 +108,8 @@ class PartitionRunner:
             else config.batch_size * (config.parallelization_factor + 1)
         )
         self.fetch_wait: float = getattr(source, "fetch_wait", FETCH_WAIT)
-        self._room = asyncio.Event()
-        self._dirty = asyncio.Event()
+        self._room = Signal()
+        self._dirty = Signal()
         self._stop = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._committer: asyncio.Task[None] | None = None
@@ -161,11 +161,12 @@ class PartitionRunner:
         view = source.filter_view
         checkpoint = self.checkpoint
         stats = self.stats
+        room = self._room
         failures = 0
         while True:
             while self.inflight >= self.max_inflight:
-                self._room.clear()
-                await self._room.wait()
+                room.clear()
+                await room.wait()
             try:
                 records = await source.fetch(
                     self.partition, self.max_inflight - self.inflight, self.fetch_wait
@@ -254,30 +255,34 @@ class PartitionRunner:
         failures = self.failures
         limit_uncommitted = self.uncommitted_limit
         checkpoint = self.checkpoint
+        partition = self.partition
+        landed, room, dirty = self._commit_landed, self._room, self._dirty
+        stream = not self.queue
         while not stop.is_set():
             lane.busy = False
             while limit_uncommitted and (
                 checkpoint.settled - self.committed_count >= limit_uncommitted
             ):
-                self._commit_landed.clear()
-                await self._commit_landed.wait()
+                landed.clear()
+                await landed.wait()
             records, portions = await lane.next_batch()
             lane.busy = True
+            n = len(records)
             try:
-                if len(records) == 1 and measure(records[0]) > limit:
-                    await outcome.reject_oversized(self.partition, records[0], stop)
+                if n == 1 and measure(records[0]) > limit:
+                    await outcome.reject_oversized(partition, records[0], stop)
                 else:
-                    await outcome.settle(self.partition, records, stop)
+                    await outcome.settle(partition, records, stop)
             except Abandoned:
                 return
-            self.inflight -= len(records)
-            stats.in_flight -= len(records)
+            self.inflight -= n
+            stats.in_flight -= n
             stats.last_progress = time.monotonic()
             if failures.pending:
-                failures.progressed(self.partition)
-            self._room.set()
-            if not self.queue and self.checkpoint.settle(portions):
-                self._dirty.set()
+                failures.progressed(partition)
+            room.set()
+            if stream and checkpoint.settle(portions):
+                dirty.set()
         lane.busy = False
 
     async def _commit_loop(self) -> None:
