@@ -134,7 +134,9 @@ def _in_app(filename: str) -> bool:
     return not any(path.startswith(directory + os.sep) for directory in _LIBRARY_DIRS)
 
 
-def _http_server(host: str, port: int, *, operational_only: bool = False) -> Callable[..., Any]:
+def _http_server(
+    host: str, port: int, limits: dict[str, Any], *, operational_only: bool = False
+) -> Callable[..., Any]:
     try:
         http = importlib.import_module("streamfn.connectors.http")
     except ImportError as exc:
@@ -143,7 +145,13 @@ def _http_server(host: str, port: int, *, operational_only: bool = False) -> Cal
             f"the HTTP adapter needs the 'http' extra (pip install 'streamfn[http]'), "
             f"{instead}: {exc}"
         ) from exc
-    return functools.partial(http.serve, host=host, port=port, operational_only=operational_only)
+    return functools.partial(
+        http.serve,
+        host=host,
+        port=port,
+        limits=http.Limits(**limits),
+        operational_only=operational_only,
+    )
 
 
 class _FromEnv(str):
@@ -244,6 +252,28 @@ class _Flag(argparse.Action):
         setattr(namespace, self.dest, True)
 
 
+def _positive_seconds(value: str) -> float:
+    number = _number(value)
+    if number is None or number <= 0:
+        raise _invalid(value, "a number of seconds > 0")
+    return number
+
+
+#: The options of :class:`~streamfn.connectors.http.wire.Limits`: option, type, default, help.
+_HTTP_LIMITS: tuple[tuple[str, Callable[[str], Any], str, str], ...] = (
+    ("max-connections", _count, "2048", "open connections; past them the one that costs "
+     "least to lose is closed, and 503 only when every one has a request being answered"),
+    ("header-timeout", _positive_seconds, "10", "seconds to receive a request line and "
+     "headers, else 408"),
+    ("body-timeout", _positive_seconds, "30", "seconds to receive a body once the headers "
+     "are in, else 408"),
+    ("keep-alive", _positive_seconds, "5", "seconds an idle connection is kept"),
+    ("max-url-bytes", _count, "8192", "bytes of a request target, else 414"),
+    ("max-header-bytes", _count, "16384", "bytes of the request line and headers, else 431"),
+    ("max-header-count", _count, "100", "header fields in a request, else 431"),
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamfn", description="Lambda's invocation model on workers you own."
@@ -290,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve only /health, /ready and /metrics on this port of --host (env "
         "STREAMFN_METRICS_PORT; default: none, as --port serves them unless --no-http)",
     )
+    limits = run.add_argument_group(
+        "HTTP server limits", "what one client may cost the server (each refusal is logged)"
+    )
+    for option, kind, default, meaning in _HTTP_LIMITS:
+        variable = "STREAMFN_HTTP_" + option.upper().replace("-", "_")
+        limits.add_argument(
+            f"--{option}",
+            type=kind,
+            default=_env(variable, default),
+            help=f"{meaning} (default {default}, env {variable})",
+        )
     run.add_argument(
         "--stuck-after",
         type=_seconds,
@@ -456,11 +497,12 @@ def _run(args: argparse.Namespace) -> int:
         app.access_keys = access_keys.merge(app.access_keys, keys, where)
     if not args.no_http:
         _check_exposure(app, args.host, args.port, allow=args.allow_unauthenticated)
-    servers = [] if args.no_http else [_http_server(args.host, args.port)]
+    limits = _limits(args)
+    servers = [] if args.no_http else [_http_server(args.host, args.port, limits)]
     if args.metrics_port is not None:
         if not args.no_http and args.metrics_port == args.port != 0:
             raise ConfigError(f"--metrics-port {args.port} is --port: choose another, or omit it")
-        servers.append(_http_server(args.host, args.metrics_port, operational_only=True))
+        servers.append(_http_server(args.host, args.metrics_port, limits, operational_only=True))
     log.info(
         "starting",
         extra={
@@ -487,6 +529,11 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     log.info("stopped", extra={"app": app.name})
     return 0
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    """The HTTP server limit options, as keywords of ``Limits``."""
+    return {name: getattr(args, name) for name in (o.replace("-", "_") for o, *_ in _HTTP_LIMITS)}
 
 
 def _check_exposure(app: App, host: str, port: int, *, allow: bool) -> None:

@@ -81,6 +81,7 @@ from .wire import (
     Response,
     Scope,
     Send,
+    error_response,
     read_body,
     request_id,
 )
@@ -100,10 +101,6 @@ _PAYLOAD_TYPES = re.compile(
     rb"\s*(application/(json|x-amz-json-1\.[01]|octet-stream|[\w.-]+\+json)|binary/octet-stream"
     rb"|text/plain)\s*(;.*)?",
     re.ASCII | re.IGNORECASE,
-)
-# Error shapes whose message member is capitalised in the Lambda service model.
-_CAPITALISED_MESSAGE = frozenset(
-    {"ResourceNotFoundException", "ServiceException", "AccessDeniedException"}
 )
 # Routes answered without a key even when the app has keys (see the module docstring).
 _OPEN_PATHS = frozenset({"/health", "/ready", "/openapi.json"})
@@ -561,16 +558,13 @@ def _executed_version(version: str) -> tuple[bytes, bytes]:
 
 def _error_response(exc: InvocationError) -> Response:
     """The one place refusals become Lambda's rest-json service errors."""
-    code = exc.error_type
-    body: dict[str, str] = {
-        "Type": "User" if exc.status < 500 else "Service",
-        "Message" if code in _CAPITALISED_MESSAGE else "message": str(exc),
-    }
-    headers = [JSON, (b"x-amzn-errortype", code.encode())]
+    members: dict[str, str] = {}
+    extra: list[tuple[bytes, bytes]] = []
     if isinstance(exc, TooManyRequests):
-        body["Reason"] = exc.reason
+        members["Reason"] = exc.reason
         if exc.retry_after is not None:  # a full event queue; a throttle has none, as on AWS
-            headers.append((b"retry-after", b"%d" % exc.retry_after))
+            extra.append((b"retry-after", b"%d" % exc.retry_after))
     elif isinstance(exc, MethodNotAllowed):
-        headers.append((b"allow", exc.allow.encode()))
-    return (exc.status, headers, orjson.dumps(body))
+        extra.append((b"allow", exc.allow.encode()))
+    status, headers, body = error_response(exc.status, exc.error_type, str(exc), **members)
+    return (status, [*headers, *extra], body)

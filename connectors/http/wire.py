@@ -1,6 +1,7 @@
-"""ASGI plumbing shared by the Invoke API and function URLs: the response, the limits a client is
-held to, reading a body within its size limit (so a large client cannot hold memory), and request
-ids."""
+"""ASGI plumbing shared by the Invoke API, function URLs and the server under them: the response,
+the limits a client is held to, Lambda's error body (one shape for the routes' refusals and for
+those the server writes itself), reading a body within its size limit (so a large client cannot
+hold memory), and request ids."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
+
+from streamfn.errors import ConfigError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,15 +31,79 @@ Response = tuple[int, Headers, bytes]
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Bounds on what one client may cost the server. ``header_timeout`` and ``body_timeout``
-    cut clients that send a request's headers or body too slowly (a 408 once the headers are
-    in); ``keep_alive`` closes idle connections; ``max_connections`` answers 503 beyond that many
-    connections."""
+    """Bounds on what one client may cost the server, so that no client, slow or greedy, holds
+    memory or a connection slot for long.
+
+    - ``header_timeout``, ``body_timeout``: seconds to receive a request's head (request line
+      and headers), then its body, or 408 and the connection closed;
+    - ``keep_alive``: seconds an idle connection is kept between requests;
+    - ``max_url_bytes``: the request target's length, or 414;
+    - ``max_header_bytes``: the whole head, request line included, or 431; what a connection may
+      buffer before its request starts is bounded by this, not by how fast the client sends;
+    - ``max_header_count``: header fields in one request, or 431 (each costs memory beyond its
+      bytes);
+    - ``max_connections``: past this many connections a new one makes room by closing the
+      connection that costs least to lose (a refused one, then an idle keep-alive one, then the
+      one longest without progress in receiving its request); only when every connection has a
+      request being answered is the new client answered 503.
+
+    Every refusal has Lambda's error shape (:func:`error_body`) and closes the connection.
+    """
 
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keep_alive: float = 5.0
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 16384
+    max_header_count: int = 100
     max_connections: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "keep_alive"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ConfigError.out_of_range(f"Limits.{name}", value, "seconds > 0")
+        for name in ("max_url_bytes", "max_header_bytes", "max_header_count", "max_connections"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError.out_of_range(f"Limits.{name}", value, "a whole number >= 1")
+        if self.max_url_bytes > self.max_header_bytes:
+            raise ConfigError.out_of_range(
+                "Limits.max_url_bytes",
+                self.max_url_bytes,
+                f"<= max_header_bytes ({self.max_header_bytes}), as the URL is part of the head",
+            )
+
+
+#: Error shapes whose message member Lambda's service model capitalises (``Message``); the
+#: others have ``message``.
+CAPITALISED_MESSAGE = frozenset(
+    {"ResourceNotFoundException", "ServiceException", "AccessDeniedException"}
+)
+
+
+def error_body(status: int, code: str, message: str, **members: str) -> bytes:
+    """Lambda's rest-json error body, which botocore reads into ``Error.Code``/``Message``
+    together with the ``x-amzn-ErrorType: code`` header: ``Type`` is ``User`` below 500 and
+    ``Service`` from 500, then the message under the member name the service model gives the
+    shape, then any further ``members`` (``Reason`` of a throttle).
+
+    >>> error_body(431, "RequestHeaderFieldsTooLargeException", "Too large.")
+    b'{"Type":"User","message":"Too large."}'
+    """
+    body = {
+        "Type": "User" if status < 500 else "Service",
+        "Message" if code in CAPITALISED_MESSAGE else "message": message,
+        **members,
+    }
+    return orjson.dumps(body)
+
+
+def error_response(status: int, code: str, message: str, **members: str) -> Response:
+    """A refusal as a :data:`Response`: the status, ``x-amzn-ErrorType`` and
+    :func:`error_body`."""
+    headers = [JSON, (b"x-amzn-errortype", code.encode())]
+    return (status, headers, error_body(status, code, message, **members))
 
 
 class Disconnected(Exception):
