@@ -6,9 +6,9 @@ Each server runs in its own process; the load generator (wrk when installed, els
 one below: raw keep-alive connections, one request in flight on each) runs in this one. With at
 least two CPUs the servers are pinned to one and the generator to the others, so the generator
 does not take the server's CPU. Scenarios run in interleaved rounds and the median is reported,
-so background load drifting during the run hits all of them alike; next to requests/s the
-server's own CPU time per request is measured, which other processes on the machine disturb far
-less than throughput.
+with its spread, so background load drifting during the run hits all of them alike (see
+:mod:`streamfn.bench.rounds`); next to requests/s the server's own CPU time per 1,000 requests
+is measured, which other processes on the machine disturb far less than throughput.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import orjson
 
+from streamfn.bench import rounds
 from streamfn.errors import ConfigError
 from streamfn.runtime import run_loop
 
@@ -73,6 +74,19 @@ class Result:
     def cpu_us(self) -> float:
         """Server CPU per request, in microseconds."""
         return self.server_cpu / max(1, self.requests) * 1e6
+
+    def row(self) -> dict[str, Any]:
+        """The run as the rounds record it."""
+        return {
+            "scenario": self.scenario,
+            "requests": self.requests,
+            "seconds": self.seconds,
+            "requests_per_s": round(self.rps),
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "cpu_s": round(self.server_cpu, 3),  # the server's, not the generator's
+            "errors": self.errors,
+        }
 
 
 def _request(invocation_type: str) -> bytes:
@@ -261,8 +275,8 @@ def _wait_until_drained(server: _Server, timeout: float = 120.0) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved runs per scenario (median reported)"
+    rounds.add_arguments(
+        parser, min_seconds=3.0, extends="--duration is raised to it (the window is measured)"
     )
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections")
     parser.add_argument(
@@ -273,80 +287,107 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: side -> (the table's name, invocation type, the status that counts as success)
+SIDES = {
+    "bare": ("bare ASGI", "RequestResponse", 200),
+    "sync": ("streamfn sync", "RequestResponse", 200),
+    "event": ("streamfn Event (durable)", "Event", 202),
+}
+
+
 def main(args: argparse.Namespace) -> int:
     if args.generator == "wrk" and shutil.which("wrk") is None:
         raise ConfigError("--generator wrk: wrk is not installed (apt-get install wrk)")
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
     generate: Callable[..., Result] = _wrk if use_wrk else _generate
+    args.duration = max(args.duration, args.min_seconds)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = cpus[-1] if len(cpus) > 1 else None
     if server_cpu is not None:
         os.sched_setaffinity(0, set(cpus[:-1]))
-    runs: dict[str, list[Result]] = {"bare": [], "sync": [], "event": []}
     with (
         tempfile.TemporaryDirectory(prefix="streamfn-bench-") as tmp,
         _start("bare", Path(tmp) / "bare", server_cpu) as bare,
         _start("streamfn", Path(tmp) / "state", server_cpu) as streamfn,
     ):
-        for _ in range(args.rounds):
-            runs["bare"].append(generate("bare ASGI", bare, "RequestResponse", 200, args))
-            runs["sync"].append(generate("streamfn sync", streamfn, "RequestResponse", 200, args))
-            runs["event"].append(generate("streamfn Event (durable)", streamfn, "Event", 202, args))
-            _wait_until_drained(streamfn)
-    results = [_median(r) for r in runs.values()]
-    bare_r, sync_r, event_r = results
-    summary = {
+
+        def run(side: str, index: int) -> dict[str, Any]:
+            label, invocation_type, ok = SIDES[side]
+            return generate(
+                label, bare if side == "bare" else streamfn, invocation_type, ok, args
+            ).row()
+
+        def settle(side: str) -> None:
+            if side == "event":
+                _wait_until_drained(streamfn)
+
+        runs = rounds.run_rounds(
+            list(SIDES), args.rounds, run, rounds.REQUESTS, args.min_seconds, after=settle
+        )
+    summary = rounds.summarize(runs, rounds.REQUESTS, [("sync", "bare"), ("event", "sync")])
+    ratios = summary["ratios"]
+    report = {
+        "results": [_medians(runs, side) for side in SIDES],
         "generator": "wrk" if use_wrk else "asyncio",
         "connections": args.connections,
         "rounds": args.rounds,
+        "duration": args.duration,
         "server_cpu": server_cpu,
-        "sync_vs_bare": round(sync_r.rps / bare_r.rps, 3),
-        "event_vs_sync": round(event_r.rps / sync_r.rps, 3),
-        "sync_vs_bare_by_cpu": round(bare_r.cpu_us / sync_r.cpu_us, 3),
-        "event_vs_sync_by_cpu": round(sync_r.cpu_us / event_r.cpu_us, 3),
+        # the median per-round ratios; "by_cpu" is the baseline's CPU per request over the
+        # other's (above 1: the other is cheaper), the inverse of the summary's cpu_cost
+        "sync_vs_bare": ratios["sync/bare"]["throughput"]["median"],
+        "event_vs_sync": ratios["event/sync"]["throughput"]["median"],
+        "sync_vs_bare_by_cpu": _inverse(ratios["sync/bare"]["cpu_cost"]["median"]),
+        "event_vs_sync_by_cpu": _inverse(ratios["event/sync"]["cpu_cost"]["median"]),
+        "summary": summary,
+        "runs": runs,
     }
-    _report(results, summary, as_json=args.json)
-    ok = summary["sync_vs_bare"] >= SYNC_TARGET and summary["event_vs_sync"] >= ASYNC_TARGET
-    errors = sum(r.errors for results in runs.values() for r in results)
+    _report(report, summary, args)
+    ok = report["sync_vs_bare"] >= SYNC_TARGET and report["event_vs_sync"] >= ASYNC_TARGET
+    errors = sum(r["errors"] for r in runs)
     return 0 if ok and not errors else 1
 
 
-def _median(results: list[Result]) -> Result:
-    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+def _inverse(value: float) -> float:
+    return round(1 / value, 3) if value else 0.0
 
 
-def _report(results: list[Result], summary: dict[str, Any], *, as_json: bool) -> None:
-    if as_json:
-        rows = [
-            {
-                "scenario": r.scenario,
-                "requests_per_s": round(r.rps),
-                "p50_ms": round(r.p50_ms, 3),
-                "p99_ms": round(r.p99_ms, 3),
-                "server_cpu_us_per_request": round(r.cpu_us, 1),
-                "errors": r.errors,
-            }
-            for r in results
-        ]
-        print(orjson.dumps({"results": rows, **summary}, option=orjson.OPT_INDENT_2).decode())
+def _medians(runs: list[dict[str, Any]], side: str) -> dict[str, Any]:
+    """One side's medians over the rounds, in the keys of the table (and of older reports);
+    errors are summed, not a median: any error counts."""
+    mine = [r for r in runs if r["side"] == side]
+
+    def median(key: str) -> float:
+        return rounds.spread(r[key] for r in mine)["median"]
+
+    return {
+        "scenario": SIDES[side][0],
+        "requests_per_s": round(median("requests_per_s")),
+        "p50_ms": median("p50_ms"),
+        "p99_ms": median("p99_ms"),
+        "server_cpu_us_per_request": round(median("cpu_s_per_1000") * 1000, 1),
+        "errors": sum(r["errors"] for r in mine),
+    }
+
+
+def _report(report: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return
     print(
         f"{'scenario':<26} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'server CPU us/req':>18} {'errors':>7}"
+        f"{'server CPU us/req':>18} {'errors':>7}  (medians)"
     )
-    for r in results:
+    for r in report["results"]:
         print(
-            f"{r.scenario:<26} {r.rps:>11,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-            f"{r.cpu_us:>18.1f} {r.errors:>7}"
+            f"{r['scenario']:<26} {r['requests_per_s']:>11,} {r['p50_ms']:>8.2f} "
+            f"{r['p99_ms']:>8.2f} {r['server_cpu_us_per_request']:>18.1f} {r['errors']:>7}"
         )
+    print(rounds.render(summary, rounds.REQUESTS, args.rounds, args.min_seconds))
     print(
-        f"sync / bare = {summary['sync_vs_bare']:.2f} (target >= {SYNC_TARGET}; by server CPU "
-        f"{summary['sync_vs_bare_by_cpu']:.2f}); Event / sync = {summary['event_vs_sync']:.2f} "
-        f"(target >= {ASYNC_TARGET}; by server CPU {summary['event_vs_sync_by_cpu']:.2f})"
-    )
-    print(
-        f"median of {summary['rounds']} interleaved rounds, generator {summary['generator']}, "
-        f"{summary['connections']} connections, servers on CPU {summary['server_cpu']}"
+        f"targets: sync / bare >= {SYNC_TARGET}, Event / sync >= {ASYNC_TARGET}; generator "
+        f"{report['generator']}, {report['connections']} connections, {report['duration']:g} s "
+        f"per run, servers on CPU {report['server_cpu']}"
     )
 
 

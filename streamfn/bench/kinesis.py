@@ -8,6 +8,10 @@ the last records handled. moto does not throttle, so ``--calls-per-second`` (Kin
 is 5 per shard) is enforced by each side itself; on this emulator the server's speed usually
 binds first, for both sides alike. Without ``--endpoint-url`` a moto server is started on a
 free loopback port.
+
+The sides alternate in ``--rounds`` rounds over the same stream (see
+:mod:`streamfn.bench.rounds`); a drain under ``--min-seconds`` is flagged, not extended:
+filling moto's stream is the slow part, so ``--records`` is the knob.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from aiobotocore.session import get_session
 
 from streamfn import logs
 from streamfn.app import App
+from streamfn.bench import rounds
 from streamfn.bench.kit import DrainClock
 from streamfn.connectors.kinesis import KinesisSource
 from streamfn.connectors.kinesis.leases import DynamoDBLeaseStore
@@ -38,6 +43,14 @@ from streamfn.runtime import run_loop
 from streamfn.testing.servers import moto_server
 
 SIDES = ("raw", "streamfn")
+MEDIANS = (
+    "records",
+    "records_per_s",
+    "seconds",
+    "get_records_calls",
+    "cpu_s",
+    "peak_rss_mb",
+)  # the keys of "raw" and "streamfn"
 PUT_BATCH = 500  # records per PutRecords call (the API's maximum)
 REGION = "us-east-1"
 
@@ -126,14 +139,18 @@ async def drain_raw(
 
 
 class _TimedSource(KinesisSource):
-    """Starts the clock when the first records are fetched, as the raw side does."""
+    """Starts the clock when the first records are fetched, as the raw side does, and keeps
+    the GetRecords call count: the source drops a shard's metrics when the mapping stops and
+    releases its leases, before the count could be read."""
 
     clock: DrainClock
+    get_records_calls = 0
 
     async def fetch(self, partition: str, max_records: int, timeout: float) -> Sequence[Record]:
         records = await super().fetch(partition, max_records, timeout)
         if records:
             self.clock.started()
+        self.get_records_calls = sum(m.get_records_calls for m in self.metrics.values())
         return records
 
 
@@ -158,7 +175,7 @@ async def drain_streamfn(
         )
         source.clock = clock
         await clock.drain_with_noop_app(source, batch_size)
-        return sum(m.get_records_calls for m in source.metrics.values())
+        return source.get_records_calls
 
 
 async def lease_calls(endpoint: str, shards: int, workers: int, seconds: float) -> dict[str, Any]:
@@ -235,6 +252,7 @@ def _run_side(side: str, endpoint: str, stream: str, args: argparse.Namespace) -
     if done.returncode != 0:
         raise RuntimeError(f"bench side {side!r} failed: {done.stderr.decode()[-3000:]}")
     result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    del result["side"]  # the rounds put it first
     return result
 
 
@@ -261,11 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds to count the lease manager's DynamoDB calls (0: skip)",
     )
+    rounds.add_arguments(parser, extends="the run is flagged short (raise --records)")
     parser.add_argument(
-        "--repeat",
-        type=int,
-        default=2,
-        help="drains per side, alternating; the best of each is reported (a shared machine)",
+        "--repeat", type=int, dest="rounds", default=argparse.SUPPRESS, help="the old --rounds"
     )
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds each side may take before the bench gives up")  # fmt: skip
@@ -280,18 +296,19 @@ def main(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         run_loop(fill(endpoint, stream, args.records, args.record_size))
         fill_s = time.perf_counter() - started
-        runs = [
-            _run_side(side, endpoint, stream, args) for _ in range(args.repeat) for side in SIDES
-        ]
-        raw, streamfn = (
-            max((r for r in runs if r["side"] == side), key=lambda r: r["records_per_s"])
-            for side in SIDES
+        runs = rounds.run_rounds(
+            SIDES,
+            args.rounds,
+            lambda side, _: _run_side(side, endpoint, stream, args),
+            rounds.RECORDS,
+            args.min_seconds,
         )
         leases = (
             run_loop(lease_calls(endpoint, args.shards, 3, args.lease_seconds))
             if args.lease_seconds > 0
             else None
         )
+    summary = rounds.summarize(runs, rounds.RECORDS, [("streamfn", "raw")])
     report = {
         "scenario": "kinesis",
         "records": args.records,
@@ -301,11 +318,15 @@ def main(args: argparse.Namespace) -> int:
         "records_per_call": args.records_per_call,
         "batch_size": args.batch_size,
         "fill_s": round(fill_s, 3),
-        "repeat": args.repeat,
-        "raw": raw,
-        "streamfn": streamfn,
+        "rounds": args.rounds,
+        "min_seconds": args.min_seconds,
+        # medians over the rounds, in the keys a single run used to fill
+        "raw": rounds.medians(runs, "raw", MEDIANS),
+        "streamfn": rounds.medians(runs, "streamfn", MEDIANS),
+        "ratio": summary["ratios"]["streamfn/raw"]["throughput"]["median"],
+        "cpu_ratio": summary["ratios"]["streamfn/raw"]["cpu_cost"]["median"],
+        "summary": summary,
         "runs": runs,
-        "ratio": round(streamfn["records_per_s"] / raw["records_per_s"], 3),
         "lease_manager": leases,
     }
     _print(report, as_json=getattr(args, "json", False))
@@ -320,15 +341,11 @@ def _print(report: dict[str, Any], *, as_json: bool) -> None:
         f"{report['records']:,} records x {report['record_size']} B, {report['shards']} shards, "
         f"GetRecords <= {report['calls_per_second']:g}/s per shard (Limit "
         f"{report['records_per_call']}), batch {report['batch_size']} "
-        f"(stream filled in {report['fill_s']:.1f} s; best of {report['repeat']} drains per side)"
+        f"(stream filled in {report['fill_s']:.1f} s)"
     )
-    print(f"{'side':<10} {'records/s':>12} {'seconds':>8} {'calls':>6} {'cpu s':>7} {'RSS MB':>7}")
-    for r in (report["raw"], report["streamfn"]):
-        print(
-            f"{r['side']:<10} {r['records_per_s']:>12,} {r['seconds']:>8} "
-            f"{r['get_records_calls']:>6} {r['cpu_s']:>7} {r['peak_rss_mb']:>7}"
-        )
-    print(f"streamfn / raw = {report['ratio']:.2f}x")
+    print(rounds.render(report["summary"], rounds.RECORDS, report["rounds"], report["min_seconds"]))
+    calls = {side: report[side]["get_records_calls"] for side in SIDES}
+    print(f"GetRecords calls per drain (median): raw {calls['raw']}, streamfn {calls['streamfn']}")
     leases = report["lease_manager"]
     if leases is not None:
         print(

@@ -8,6 +8,12 @@ each time ten are deleted, until ``--messages`` were sent. Both sides receive te
 with every attribute, delete with DeleteMessageBatch, share the event loop with the same
 refiller, and are timed from their first received message to their last deletion. Without
 ``--endpoint-url`` a moto server is started on a free loopback port.
+
+The sides alternate in ``--rounds`` rounds per poller count (see :mod:`streamfn.bench.rounds`).
+A warm-up drain of the raw side times ``--messages`` first: when it took under
+``--min-seconds``, every run drains proportionally more messages (the refiller makes that free
+of any pre-fill). CPU seconds are this process's, which both sides share with the refiller and
+the client; moto runs in its own process and is not counted.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import orjson
 from aiobotocore.session import AioSession
 
 from streamfn.app import App
+from streamfn.bench import rounds
 from streamfn.connectors.sqs import SQSSource
 from streamfn.context import Context
 from streamfn.record import Batch
@@ -35,6 +42,10 @@ RECEIVE = {"MaxNumberOfMessages": 10, "WaitTimeSeconds": 1}
 ALL_ATTRIBUTES = {"MessageSystemAttributeNames": ["All"], "MessageAttributeNames": ["All"]}
 PROGRESS_POLL = 0.002  # seconds between two looks at the deletion count
 MOTO_CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+MAX_MESSAGES = 200_000  # --min-seconds grows a run to at most this many messages
+MESSAGES = rounds.Unit(
+    "messages", "messages_per_s", "cpu_s_per_1000", 1000, "messages/s", "CPU s/1k messages"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1],
         help="concurrent pollers (raw: receive loops); one row each (default 1)",
     )
+    rounds.add_arguments(
+        parser,
+        extends=f"every run drains more messages (up to {MAX_MESSAGES:,}), after a warm-up "
+        "drain has timed it",
+    )
 
 
 @dataclass
@@ -72,14 +88,29 @@ class _Run:
     deleted: int = 0
     started: float = 0.0
     finished: float = 0.0
+    cpu: float = 0.0  # process CPU seconds at the start, then spent from start to finish
 
     def start(self) -> None:
         if not self.started:
             self.started = time.perf_counter()
+            self.cpu = time.process_time()
+
+    def finish(self) -> None:
+        self.finished = time.perf_counter()
+        self.cpu = time.process_time() - self.cpu
 
     @property
     def rate(self) -> float:
         return self.total / (self.finished - self.started)
+
+    def result(self) -> dict[str, Any]:
+        seconds = self.finished - self.started
+        return {
+            "messages": self.total,
+            "seconds": round(seconds, 3),
+            "messages_per_s": round(self.rate, 1),
+            "cpu_s": round(self.cpu, 3),
+        }
 
 
 async def _fill(client: Any, url: str, run: _Run, body: str, until: int) -> None:
@@ -109,7 +140,7 @@ async def _raw_poller(client: Any, url: str, run: _Run, drained: asyncio.Event) 
         )
         run.deleted += len(messages)
         if run.deleted >= run.total:
-            run.finished = time.perf_counter()
+            run.finish()
             drained.set()
 
 
@@ -139,28 +170,30 @@ async def _streamfn(
             while source.deleted < run.total:
                 run.deleted = source.deleted
                 await asyncio.sleep(PROGRESS_POLL)
-            run.finished = time.perf_counter()
+            run.finish()
 
 
-async def _side(side: str, args: argparse.Namespace, endpoint: str, pollers: int) -> float:
-    """Drain a fresh queue with one side and return its messages/s."""
+async def _side(
+    side: str, args: argparse.Namespace, endpoint: str, pollers: int, messages: int
+) -> dict[str, Any]:
+    """Drain ``messages`` from a fresh queue with one side: its count, seconds, rate and CPU."""
     options: dict[str, Any] = {"endpoint_url": endpoint, "region_name": args.region}
     if args.endpoint_url is None:
         options.update(MOTO_CREDENTIALS)
     body = "x" * args.size
-    run = _Run(args.messages, args.depth)
+    run = _Run(messages, args.depth)
     async with AioSession().create_client("sqs", **options) as client:
         name = f"bench-{side}-{pollers}-{uuid.uuid4().hex[:8]}"
         url = (await client.create_queue(QueueName=name))["QueueUrl"]
         try:
-            await _fill(client, url, run, body, min(args.depth, args.messages))
+            await _fill(client, url, run, body, min(args.depth, messages))
             if side == "raw":
                 await _raw(client, url, run, body, pollers)
             else:
                 await _streamfn(client, url, run, body, pollers, options)
         finally:
             await client.delete_queue(QueueUrl=url)
-    return run.rate
+    return run.result()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -172,29 +205,47 @@ def main(args: argparse.Namespace) -> int:
         return 2
     with contextlib.ExitStack() as stack:
         endpoint = args.endpoint_url or stack.enter_context(moto_server())
-        rows = []
-        for pollers in args.pollers:
-            raw = run_loop(_side("raw", args, endpoint, pollers))
-            streamfn = run_loop(_side("streamfn", args, endpoint, pollers))
-            rows.append(
-                {"pollers": pollers, "raw": raw, "streamfn": streamfn, "ratio": streamfn / raw}
-            )
+        rows = [_pollers_row(args, endpoint, pollers) for pollers in args.pollers]
     _report(args, endpoint, rows)
     return 0
+
+
+def _pollers_row(args: argparse.Namespace, endpoint: str, pollers: int) -> dict[str, Any]:
+    """Both sides with ``pollers`` pollers, in rounds: the medians under the keys a single run
+    used to fill (``raw``, ``streamfn``: messages/s; ``ratio``), then the summary and runs."""
+    messages, warmup = args.messages, None
+    if args.min_seconds > 0:
+        warmup = run_loop(_side("raw", args, endpoint, pollers, messages))
+        messages = rounds.lengthened(messages, warmup["seconds"], args.min_seconds, MAX_MESSAGES)
+    runs = rounds.run_rounds(
+        ["raw", "streamfn"],
+        args.rounds,
+        lambda side, _: run_loop(_side(side, args, endpoint, pollers, messages)),
+        MESSAGES,
+        args.min_seconds,
+    )
+    summary = rounds.summarize(runs, MESSAGES, [("streamfn", "raw")])
+    return {
+        "pollers": pollers,
+        "messages": messages,
+        "raw": summary["raw"]["messages_per_s"]["median"],
+        "streamfn": summary["streamfn"]["messages_per_s"]["median"],
+        "ratio": summary["ratios"]["streamfn/raw"]["throughput"]["median"],
+        "warmup": warmup,
+        "summary": summary,
+        "runs": runs,
+    }
 
 
 def _report(args: argparse.Namespace, endpoint: str, rows: list[dict[str, Any]]) -> None:
     if getattr(args, "json", False):
         summary = {"messages": args.messages, "depth": args.depth, "size": args.size}
-        print(orjson.dumps({**summary, "endpoint": endpoint, "rows": rows}).decode())
+        settings = {"rounds": args.rounds, "min_seconds": args.min_seconds}
+        print(orjson.dumps({**summary, **settings, "endpoint": endpoint, "rows": rows}).decode())
         return
-    print(
-        f"sqs drain: {args.messages} messages of {args.size} bytes, queue depth <= "
-        f"{args.depth}, batches of 10, endpoint {endpoint}"
-    )
-    print(f"{'pollers':>7}  {'raw msg/s':>10}  {'streamfn msg/s':>14}  {'streamfn/raw':>12}")
     for row in rows:
         print(
-            f"{row['pollers']:>7}  {row['raw']:>10.1f}  {row['streamfn']:>14.1f}  "
-            f"{row['ratio']:>11.2f}x"
+            f"sqs drain, {row['pollers']} pollers: {row['messages']} messages of {args.size} "
+            f"bytes, queue depth <= {args.depth}, batches of 10, endpoint {endpoint}"
         )
+        print(rounds.render(row["summary"], MESSAGES, args.rounds, args.min_seconds))

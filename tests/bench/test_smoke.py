@@ -34,17 +34,66 @@ def broker() -> Iterator[str]:
 
 
 def test_engine_scenario_drains_every_record(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = bench("engine", capsys, "--records", "2000", "--partitions", "2")
+    code, report = bench(
+        "engine", capsys, "--records", "2000", "--partitions", "2", "--rounds", "1",
+        "--min-seconds", "0",
+    )  # fmt: skip
     assert code == 0
     assert [r["records"] for r in report] == [2000]
+    (run,) = report[0]["runs"]
+    assert (run["round"], run["side"], run["drains"], run["records"]) == (
+        0,
+        "partitions=2",
+        1,
+        2000,
+    )
+    assert {"load_start", "load_end", "cpu_s_per_million", "short"} <= set(run)
+    assert set(report[0]["summary"]["records_per_s"]) == {"median", "min", "max"}
+
+
+def test_engine_repeats_the_drain_until_min_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = bench(
+        "engine", capsys, "--records", "200", "--partitions", "1", "2", "--rounds", "2",
+        "--min-seconds", "0.05",
+    )  # fmt: skip
+    assert code == 0
+    runs = [run for row in report for run in row["runs"]]
+    assert sorted((r["round"], r["side"]) for r in runs) == [
+        (0, "partitions=1"), (0, "partitions=2"), (1, "partitions=1"), (1, "partitions=2"),
+    ]  # fmt: skip
+    assert all(r["seconds"] >= 0.05 and not r["short"] for r in runs)
+    assert all(r["records"] == 200 * r["drains"] for r in runs)
 
 
 def test_kafka_scenario_drains_the_topic_on_both_sides(
     broker: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, report = bench("kafka", capsys, "--bootstrap-servers", broker, "--records", "3000")
+    code, report = bench(
+        "kafka", capsys, "--bootstrap-servers", broker, "--records", "3000", "--rounds", "1",
+        "--min-seconds", "0", "--max-uncommitted", "2000",
+    )  # fmt: skip
     assert code == 0
     assert report["raw"]["records"] == report["streamfn"]["records"] == 3000
+    assert [r["side"] for r in report["runs"]] == ["raw", "streamfn"]
+    assert report["warmups"] == [] and report["max_uncommitted_records"] == 2000
+    ratio = report["summary"]["ratios"]["streamfn/raw"]
+    assert ratio["throughput"]["median"] == report["ratio"] and len(ratio["per_round"]) == 1
+    assert report["summary"]["raw"]["cpu_s_per_million"]["median"] > 0
+
+
+def test_kafka_grows_a_short_topic_for_min_seconds(
+    broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = bench(
+        "kafka", capsys, "--bootstrap-servers", broker, "--records", "2000", "--rounds", "1",
+        "--min-seconds", "0.2",
+    )  # fmt: skip
+    assert code == 0
+    warmups = report["warmups"]
+    assert warmups and warmups[0]["records"] == 2000
+    if warmups[0]["seconds"] < 0.2:  # timed short: the topic grew for the rounds
+        assert report["records"] > 2000 and warmups[-1]["records"] <= report["records"]
+    assert [r["records"] for r in report["runs"]] == [report["records"]] * 2
 
 
 def test_fill_kafka_writes_the_records_it_reports(
@@ -159,9 +208,13 @@ def test_sqs_scenario_drains_on_both_sides(
         "40",
         "--depth",
         "20",
+        *("--rounds", "1", "--min-seconds", "0"),
     )
     assert code == 0
-    assert report["rows"][0]["raw"] > 0 and report["rows"][0]["streamfn"] > 0
+    row = report["rows"][0]
+    assert row["raw"] > 0 and row["streamfn"] > 0 and row["warmup"] is None
+    assert [(r["side"], r["messages"]) for r in row["runs"]] == [("raw", 40), ("streamfn", 40)]
+    assert row["summary"]["streamfn"]["cpu_s_per_1000"]["median"] > 0
 
 
 def test_kafka_load_watches_your_worker_through_its_commits(
@@ -201,17 +254,22 @@ def test_kafka_load_watches_your_worker_through_its_commits(
 
 
 def test_kinesis_scenario_drains_on_both_sides(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = bench("kinesis", capsys, "--records", "1000", "--lease-seconds", "3")
+    code, report = bench(
+        "kinesis", capsys, "--records", "1000", "--lease-seconds", "3", "--repeat", "1",
+        "--min-seconds", "0",
+    )  # fmt: skip
     assert code == 0
     assert report["raw"]["records"] == report["streamfn"]["records"] == 1000
-    assert report["raw"]["get_records_calls"] > 0
+    assert report["raw"]["get_records_calls"] > 0 and report["streamfn"]["get_records_calls"] > 0
+    assert report["rounds"] == 1 and [r["side"] for r in report["runs"]] == ["raw", "streamfn"]
+    assert report["summary"]["short_runs"] == 0
 
 
 def test_http_scenario_measures_every_server(capsys: pytest.CaptureFixture[str]) -> None:
     code, report = bench(
         "http",
         capsys,
-        *("--duration", "0.5", "--warmup", "0.2", "--rounds", "1"),
+        *("--duration", "0.5", "--warmup", "0.2", "--rounds", "1", "--min-seconds", "0"),
         *("--connections", "4", "--generator", "asyncio"),
     )
     assert code in (0, 1)  # 1 = a speed target missed; speed is not what this checks
@@ -221,3 +279,6 @@ def test_http_scenario_measures_every_server(capsys: pytest.CaptureFixture[str])
         "streamfn Event (durable)",
     ]
     assert all(r["requests_per_s"] > 0 and r["errors"] == 0 for r in report["results"])
+    assert [r["side"] for r in report["runs"]] == ["bare", "sync", "event"]
+    assert all(r["cpu_s_per_1000"] > 0 and "load_start" in r for r in report["runs"])
+    assert set(report["summary"]["ratios"]) == {"sync/bare", "event/sync"}
