@@ -736,9 +736,11 @@ def plot(
     timelines: Mapping[str, Timeline],
     histograms: Mapping[str, Histogram] | None = None,
 ) -> None:
-    """Throughput over time (one line per series) and, when given, the latency distribution
-    (CDF on a log axis), into a small PNG."""
+    """Throughput over time (one line per series) and, when some histogram holds latencies,
+    their distribution (CDF on a log axis), into a small PNG. A drain of a backlog measures no
+    latency: its histograms are empty and the PNG has the throughput panel only."""
     plt = _pyplot()
+    histograms = {name: hist for name, hist in (histograms or {}).items() if hist.total}
     panels = 2 if histograms else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.4), dpi=80, squeeze=False)
     rate_ax = axes[0][0]
