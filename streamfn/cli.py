@@ -8,11 +8,9 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
-import ipaddress
 import logging
 import math
 import os
-import socket
 import sqlite3
 import sys
 import sysconfig
@@ -134,8 +132,22 @@ def _in_app(filename: str) -> bool:
     return not any(path.startswith(directory + os.sep) for directory in _LIBRARY_DIRS)
 
 
+#: How ``streamfn run`` lifts the refusal to serve the Invoke API beyond loopback without keys.
+_EXPOSURE_REMEDY = (
+    "give them with --access-keys-file PATH (env STREAMFN_ACCESS_KEYS_FILE) or "
+    "App(access_keys=...), or pass --allow-unauthenticated (env STREAMFN_ALLOW_UNAUTHENTICATED=1) "
+    "to let anyone who can reach it invoke every function"
+)
+
+
 def _http_server(
-    host: str, port: int, limits: dict[str, Any], *, operational_only: bool = False
+    app: App,
+    host: str,
+    port: int,
+    limits: dict[str, Any],
+    *,
+    allow_unauthenticated: bool = False,
+    operational_only: bool = False,
 ) -> Callable[..., Any]:
     try:
         http = importlib.import_module("streamfn.connectors.http")
@@ -145,12 +157,19 @@ def _http_server(
             f"the HTTP adapter needs the 'http' extra (pip install 'streamfn[http]'), "
             f"{instead}: {exc}"
         ) from exc
+    if not operational_only:
+        # Refuse before anything starts, naming the options; serve() decides the same from
+        # the same arguments, so there it passes, and logs the WARNING when allowed.
+        http.check_exposure(
+            app, host, allow_unauthenticated=allow_unauthenticated, remedy=_EXPOSURE_REMEDY
+        )
     return functools.partial(
         http.serve,
         host=host,
         port=port,
         limits=http.Limits(**limits),
         operational_only=operational_only,
+        allow_unauthenticated=allow_unauthenticated,
     )
 
 
@@ -495,14 +514,24 @@ def _run(args: argparse.Namespace) -> int:
         where = f"access keys file {_quoted(args.access_keys_file)}"
         keys = access_keys.load(args.access_keys_file, where)
         app.access_keys = access_keys.merge(app.access_keys, keys, where)
-    if not args.no_http:
-        _check_exposure(app, args.host, args.port, allow=args.allow_unauthenticated)
     limits = _limits(args)
-    servers = [] if args.no_http else [_http_server(args.host, args.port, limits)]
+    servers = []
+    if not args.no_http:
+        servers.append(
+            _http_server(
+                app,
+                args.host,
+                args.port,
+                limits,
+                allow_unauthenticated=args.allow_unauthenticated,
+            )
+        )
     if args.metrics_port is not None:
         if not args.no_http and args.metrics_port == args.port != 0:
             raise ConfigError(f"--metrics-port {args.port} is --port: choose another, or omit it")
-        servers.append(_http_server(args.host, args.metrics_port, limits, operational_only=True))
+        servers.append(
+            _http_server(app, args.host, args.metrics_port, limits, operational_only=True)
+        )
     log.info(
         "starting",
         extra={
@@ -534,43 +563,6 @@ def _run(args: argparse.Namespace) -> int:
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
     """The HTTP server limit options, as keywords of ``Limits``."""
     return {name: getattr(args, name) for name in (o.replace("-", "_") for o, *_ in _HTTP_LIMITS)}
-
-
-def _check_exposure(app: App, host: str, port: int, *, allow: bool) -> None:
-    """Refuse to serve the Invoke API beyond this machine without access keys, unless told
-    to with ``--allow-unauthenticated`` (then say so at WARNING). The ``--metrics-port``
-    listener invokes nothing, so it may listen anywhere."""
-    if app.access_keys or _loopback(host):
-        return
-    if not allow:
-        raise ConfigError(
-            f"refusing to serve the Invoke API on {host} without access keys: give them with "
-            "--access-keys-file PATH (env STREAMFN_ACCESS_KEYS_FILE) or App(access_keys=...), "
-            "or pass --allow-unauthenticated (env STREAMFN_ALLOW_UNAUTHENTICATED=1) to let "
-            "anyone who can reach it invoke every function"
-        )
-    log.warning(
-        "serving the Invoke API without authentication: anyone who can reach it may invoke "
-        "every function",
-        extra={"host": host, "port": port},
-    )
-
-
-def _loopback(host: str) -> bool:
-    """Whether ``host`` only reaches this machine: a loopback address, or a name all of whose
-    addresses are loopback ones. An empty host is every interface."""
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return False  # it cannot be bound either; serve() says so
-    addresses = {info[4][0] for info in infos}
-    return all(ipaddress.ip_address(str(a).partition("%")[0]).is_loopback for a in addresses)
 
 
 def _first(group: BaseExceptionGroup[Any]) -> BaseException:

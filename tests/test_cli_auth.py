@@ -18,7 +18,6 @@ import pytest
 
 from streamfn import ConfigError
 from streamfn.access_keys import load
-from streamfn.cli import _loopback
 
 from .http.support import APPS, DEADLINE, SESSION, raw_request, streamfn_run
 
@@ -214,20 +213,3 @@ async def test_an_operational_only_worker_listens_anywhere_and_invokes_nothing()
             assert refused.headers["x-amzn-errortype"] == "UnknownOperationException"
         assert await cli.terminate() == 0
     assert not any(line["level"] == "WARNING" for line in cli.lines)
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("127.0.0.1", True),
-        ("127.0.0.2", True),
-        ("::1", True),
-        ("localhost", True),
-        ("0.0.0.0", False),
-        ("::", False),
-        ("", False),
-        ("10.1.2.3", False),
-    ],
-)
-def test_only_loopback_hosts_count_as_private(host: str, loopback: bool) -> None:
-    assert _loopback(host) is loopback

@@ -6,7 +6,8 @@ uvicorn with httptools (extra ``http``).
 - :mod:`.sigv4`: SigV4 verification, as AWS does it, against the app's access keys
   (:mod:`streamfn.access_keys`): the Invoke API's and ``AWS_IAM`` URLs' authentication;
 - :mod:`.wire`: ASGI plumbing shared by the routes (limits, body reading, request ids);
-- :mod:`.server`: uvicorn, bound and stopped by streamfn;
+- :mod:`.server`: uvicorn, bound and stopped by streamfn, refusing to listen beyond loopback
+  without access keys unless told to (:func:`check_exposure`);
 - :mod:`.openapi`: the OpenAPI document of the routes.
 """
 
@@ -21,7 +22,7 @@ from .invoke import (  # noqa: E402
     InvokeAPI,
     asgi_app,
 )
-from .server import serve  # noqa: E402
+from .server import check_exposure, serve  # noqa: E402
 from .wire import Limits  # noqa: E402
 
 __all__ = [
@@ -31,5 +32,6 @@ __all__ = [
     "InvokeAPI",
     "Limits",
     "asgi_app",
+    "check_exposure",
     "serve",
 ]

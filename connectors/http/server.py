@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
@@ -375,6 +376,50 @@ class Server(uvicorn.Server):
         yield
 
 
+#: How a program calling :func:`serve` lifts :func:`check_exposure`'s refusal.
+_CODE_REMEDY = (
+    "give the app access keys (App(access_keys=...)), or pass allow_unauthenticated=True to let "
+    "anyone who can reach it invoke every function"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only reaches this machine: a loopback address (127.0.0.0/8, ``::1``), or
+    a name all of whose addresses are loopback ones (``localhost``). An empty host is every
+    interface."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # it cannot be bound either; bind() says so
+    addresses = {info[4][0] for info in infos}
+    return all(ipaddress.ip_address(str(a).partition("%")[0]).is_loopback for a in addresses)
+
+
+def check_exposure(
+    app: App, host: str, *, allow_unauthenticated: bool = False, remedy: str = _CODE_REMEDY
+) -> bool:
+    """Secure by default: refuse (ConfigError) to serve the Invoke API on ``host`` beyond this
+    machine while ``app`` has no access keys, unless ``allow_unauthenticated``. Returns whether
+    it will be served beyond loopback without authentication, which the caller logs at WARNING
+    (:func:`serve` does). ``remedy`` says how to lift the refusal in the caller's terms
+    (``streamfn run`` names its options). The one place this is decided: :func:`serve` checks
+    it, and ``streamfn run`` checks it before starting anything."""
+    if app.access_keys or is_loopback(host):
+        return False
+    if not allow_unauthenticated:
+        where = host or "every interface (host '')"
+        raise ConfigError(
+            f"refusing to serve the Invoke API on {where} without access keys: {remedy}"
+        )
+    return True
+
+
 def bind(host: str, port: int) -> socket.socket:
     """Bind here rather than in uvicorn, whose bind failure calls ``sys.exit``."""
     try:
@@ -418,17 +463,31 @@ async def serve(
     port: int = 9000,
     limits: Limits | None = None,
     operational_only: bool = False,
+    allow_unauthenticated: bool = False,
 ) -> None:
     """Serve the Invoke API until ``stop`` is set, then finish in-flight requests before
     returning. Raises ConfigError if the address cannot be bound. ``limits`` bounds what each
     client may cost (:class:`~.wire.Limits`). With ``operational_only``, serve only
-    ``/health``, ``/ready`` and ``/metrics`` (``streamfn run --metrics-port``)."""
+    ``/health``, ``/ready`` and ``/metrics`` (``streamfn run --metrics-port``), on any host.
+
+    Secure by default: on a ``host`` beyond loopback (``0.0.0.0``, ``::``, ``""``, an
+    interface's address) the Invoke API needs the app's access keys, else ConfigError before
+    anything listens, unless ``allow_unauthenticated`` (then logged at WARNING)."""
     limits = limits or Limits()
+    exposed = not operational_only and check_exposure(
+        app, host, allow_unauthenticated=allow_unauthenticated
+    )
     sock = bind(host, port)
     with sock:
         asgi = asgi_app(app, limits, operational_only=operational_only)
         server = Server(uvicorn_config(asgi, limits))
         routes = "operational" if operational_only else "all"
+        if exposed:
+            log.warning(
+                "serving the Invoke API without authentication: anyone who can reach it may "
+                "invoke every function",
+                extra={"host": host, "port": sock.getsockname()[1]},
+            )
         log.info("listening", extra={"host": host, "port": sock.getsockname()[1], "routes": routes})
         running = asyncio.create_task(server.serve(sockets=[sock]))
         stopping = asyncio.create_task(stop.wait())
