@@ -40,14 +40,33 @@ from .source import QueueSource, Source
 from .versions import LATEST, FunctionName
 
 #: The service in the EventSourceArn of a source of each kind.
-_SOURCE_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "sqs": "sqs", "kafka": "kafka"}
+_SOURCE_SERVICES = {
+    "kinesis": "kinesis",
+    "dynamodb": "dynamodb",
+    "sqs": "sqs",
+    "kafka": "kafka",
+    "rabbitmq": "mq",  # EventSourceArn is the Amazon MQ broker's ARN
+    "activemq": "mq",
+}
 #: What Lambda accepts as an event source mapping's on-failure destination, by source kind. An
-#: SQS source takes none: its queue's redrive policy moves failing messages on.
+#: SQS source takes none: its queue's redrive policy moves failing messages on; nor does an
+#: Amazon MQ source: the broker's dead-letter handling does (README, "RabbitMQ").
 _ON_FAILURE_SERVICES: dict[str, tuple[str, ...]] = {
     "kinesis": ("sqs", "sns", "s3"),
     "dynamodb": ("sqs", "sns", "s3"),
     "kafka": ("sqs", "sns", "s3", "kafka"),
     "sqs": (),
+    "rabbitmq": (),
+    "activemq": (),
+}
+#: Where failing messages go instead, for the sources that take no on-failure destination.
+_DEAD_LETTERING = {
+    "sqs": "the queue's redrive policy (maxReceiveCount) moves failing messages to its "
+    "dead-letter queue",
+    "rabbitmq": "the queue's dead-letter exchange (x-dead-letter-exchange, with a quorum "
+    "queue's x-delivery-limit) takes failing messages",
+    "activemq": "the broker's redelivery policy moves failing messages to its dead-letter "
+    "queue (ActiveMQ.DLQ)",
 }
 _ARN = re.compile(r"arn:aws[a-zA-Z-]*:([a-z0-9-]+):.*", re.DOTALL)
 _KAFKA_TOPIC = "kafka://"
@@ -117,11 +136,16 @@ def _check_source(arn: object, source: Source | QueueSource) -> None:
 def _check_access(configurations: object, source: Source | QueueSource) -> None:
     """Refuse ``SourceAccessConfigurations`` that do not describe how the source connects: the
     secrets stay on the source (``KafkaSource(security=...)``), this only checks they agree."""
-    check = getattr(getattr(source, "security", None), "check_aws", None)
-    if source.kind != "kafka" or check is None:
+    if source.kind == "kafka":
+        check = getattr(getattr(source, "security", None), "check_aws", None)
+    elif source.kind in ("rabbitmq", "activemq"):
+        check = getattr(source, "check_aws", None)
+    else:
+        check = None
+    if check is None:
         raise ConfigError(
-            f"SourceAccessConfigurations: {source.describe()} is no Kafka source; configure "
-            "its credentials on the source"
+            f"SourceAccessConfigurations: {source.describe()} takes no access configurations; "
+            "configure its credentials on the source"
         )
     check(configurations)
 
@@ -165,9 +189,8 @@ def _destination(target: str, source: Source | QueueSource) -> Destination:
         )
     if not allowed:
         raise ConfigError(
-            f"{_DESTINATION}={target!r}: Lambda takes no on-failure destination for an SQS "
-            "source: the queue's redrive policy (maxReceiveCount) moves failing messages to "
-            "its dead-letter queue"
+            f"{_DESTINATION}={target!r}: Lambda takes no on-failure destination for an "
+            f"{source.kind} source: {_DEAD_LETTERING[source.kind]}"
         )
     parsed = _ARN.fullmatch(target)
     service = "kafka" if target.startswith(_KAFKA_TOPIC) else parsed[1] if parsed else ""

@@ -329,7 +329,8 @@ _AWS_REFUSED = {
         "streamfn has no provisioned mode: it polls every partition it owns (Kafka, Kinesis, "
         "DynamoDB) or up to maximum_concurrency pollers (SQS)"
     ),
-    "Queues": "Amazon MQ queues; streamfn has no Amazon MQ source",
+    "Queues": "the queue to read; set it on the source (RabbitMQSource(queue=...), "
+    "ActiveMQSource(queue=...))",
 }
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,14 @@ CONNECTORS = "streamfn.connectors"
 #: support may import them.
 CLIENT_LIBRARIES = frozenset(
     {"aiokafka", "aiobotocore", "botocore", "boto3", "uvicorn", "httptools", "uvloop"}
+    | {"aiormq", "aio_pika", "pamqp", "yarl", "samtranslator", "yaml", "awslambdaric"}
 )
 #: Modules of the core that may import a client library, and only inside a function: runtime
 #: picks uvloop when it is installed.
 LAZY_CLIENTS = {"streamfn.runtime": frozenset({"uvloop"})}
+#: Subpackages of the core that come with an extra of their own, and the libraries it brings;
+#: test_the_cli_loads_no_extra_until_used checks the CLI reaches them only when they are used.
+EXTRA_CLIENTS = {"streamfn.sam": frozenset({"samtranslator", "yaml"})}
 #: Folders besides the library whose code imports streamfn as a user would, so never the
 #: repository's connectors/ folder by its top-level name.
 USER_CODE = ("tests", "examples", "bench")
@@ -250,11 +256,27 @@ def test_the_core_imports_no_client_library() -> None:
         if any(_within(module.name, p) for p in (CONNECTORS, BENCH, TESTING)):
             continue
         lazy = LAZY_CLIENTS.get(module.name, frozenset())
+        extra = frozenset().union(
+            *(libs for sub, libs in EXTRA_CLIENTS.items() if _within(module.name, sub))
+        )
         for i in module.imports:
             top = i.target.partition(".")[0]
-            if top in CLIENT_LIBRARIES and not (i.in_function and top in lazy):
+            if top in CLIENT_LIBRARIES - extra and not (i.in_function and top in lazy):
                 offenders.append(f"{_where(module, i)}: {module.name} imports {i.target}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_the_cli_loads_no_extra_until_used() -> None:
+    """``streamfn run app.py:app`` works without the ``sam`` extra: the CLI loads the template
+    machinery's libraries only for a template."""
+    code = (
+        "import sys, streamfn.cli; "
+        "print(sorted({m.partition('.')[0] for m in sys.modules} & {'yaml', 'samtranslator'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_connectors_are_imported_as_streamfn_connectors_only() -> None:

@@ -35,6 +35,9 @@ from aiokafka.errors import AuthenticationFailedError
 
 from streamfn.errors import ConfigError
 
+from .._secret import Secret as Secret  # re-exported: KafkaSecurity takes Secrets
+from .._secret import access_types, secret_fields
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 #: ``KafkaSecurity.scram``'s short names, as AWS's SASL_SCRAM_256_AUTH / SASL_SCRAM_512_AUTH.
@@ -44,58 +47,6 @@ _PEM = "-----BEGIN "
 #: Seconds before its expiry an MSK IAM token is replaced: a connection opened with it must
 #: still authenticate after the signing round trip.
 TOKEN_REFRESH_MARGIN = 60.0
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Secret:
-    """A password or passphrase kept out of code and logs: given (``Secret("...")``, or a
-    plain ``str`` wherever a Secret is taken), or read from an environment variable
-    (:meth:`env`) or a file (:meth:`file`, e.g. a mounted Kubernetes or Docker secret; one
-    trailing newline is dropped). The variable or file must exist when the Secret is built;
-    its value is read when a client is set up. ``repr`` names the source, never the value."""
-
-    value: str | None = None
-    env_var: str | None = None
-    path: str | None = None
-
-    def __post_init__(self) -> None:
-        given = [x for x in (self.value, self.env_var, self.path) if x is not None]
-        if len(given) != 1 or not all(isinstance(x, str) for x in given):
-            raise ConfigError("a Secret is one of a value, an environment variable or a file")
-        if self.env_var is not None and self.env_var not in os.environ:
-            raise ConfigError(f"Secret.env({self.env_var!r}): the variable is not set")
-        if self.path is not None and not os.access(self.path, os.R_OK):
-            raise ConfigError(f"Secret.file({self.path!r}): no readable file there")
-
-    @classmethod
-    def env(cls, name: str) -> Secret:
-        return cls(env_var=name)
-
-    @classmethod
-    def file(cls, path: str | os.PathLike[str]) -> Secret:
-        return cls(path=os.fspath(path))
-
-    @classmethod
-    def of(cls, secret: str | Secret) -> Secret:
-        return secret if isinstance(secret, Secret) else cls(secret)
-
-    def reveal(self) -> str:
-        """The secret itself, for the client library only."""
-        if self.env_var is not None:
-            return os.environ[self.env_var]
-        if self.path is not None:
-            with open(self.path, encoding="utf-8") as f:
-                text = f.read()
-            return text.removesuffix("\n")
-        assert self.value is not None
-        return self.value
-
-    def __repr__(self) -> str:
-        if self.env_var is not None:
-            return f"Secret.env({self.env_var!r})"
-        if self.path is not None:
-            return f"Secret.file({self.path!r})"
-        return "Secret('***')"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -364,20 +315,10 @@ class KafkaSecurity:
         VPC_SUBNET / VPC_SECURITY_GROUP say where Lambda's pollers run and change nothing
         here. For MSK (``msk_region`` given) no authentication entry means IAM, as on AWS.
         """
-        by_type = _access_types(configurations)
+        by_type = access_types(configurations, _ACCESS_TYPES, once=False)
 
         def secret(kind: str, *names: str) -> list[str]:
-            uri = by_type[kind]
-            found = secrets.get(uri)
-            if not isinstance(found, Mapping):
-                raise ConfigError(f"SourceAccessConfigurations {kind}: no secret given for {uri}")
-            values = []
-            for name in names:
-                value = found.get(name)
-                if not isinstance(value, str) or not value:
-                    raise ConfigError(f"secret {uri} ({kind}) has no {name!r}")
-                values.append(value)
-            return values
+            return secret_fields(by_type, secrets, kind, *names)
 
         ca = secret("SERVER_ROOT_CA_CERTIFICATE", "certificate")[0] if _CA in by_type else None
         auth = [t for t in by_type if t in _AUTH_TYPES]
@@ -400,7 +341,7 @@ class KafkaSecurity:
     def check_aws(self, configurations: Sequence[Mapping[str, Any]]) -> None:
         """Refuse ``SourceAccessConfigurations`` that describe another authentication than
         this one (for ``App.consume(source, aws=...)``: the secrets stay with the source)."""
-        by_type = _access_types(configurations)
+        by_type = access_types(configurations, _ACCESS_TYPES, once=False)
         auth = [t for t in by_type if t in _AUTH_TYPES]
         expected = {
             "PLAIN": "BASIC_AUTH",
@@ -430,33 +371,6 @@ _AUTH_TYPES = {
     "CLIENT_CERTIFICATE_TLS_AUTH": "mTLS",
 }
 _ACCESS_TYPES = frozenset({*_AUTH_TYPES, _CA, "VPC_SUBNET", "VPC_SECURITY_GROUP"})
-
-
-def _access_types(configurations: object) -> dict[str, str]:
-    """``[{"Type", "URI"}, ...]`` as Type -> URI, refusing what Kafka sources do not take."""
-    if not isinstance(configurations, Sequence) or isinstance(configurations, str | bytes):
-        raise ConfigError.out_of_range(
-            "SourceAccessConfigurations", configurations, 'a list of {"Type", "URI"}'
-        )
-    by_type: dict[str, str] = {}
-    for entry in configurations:
-        kind = entry.get("Type") if isinstance(entry, Mapping) else None
-        uri = entry.get("URI") if isinstance(entry, Mapping) else None
-        if (
-            not isinstance(entry, Mapping)
-            or set(entry) != {"Type", "URI"}
-            or kind not in _ACCESS_TYPES
-            or not isinstance(uri, str)
-        ):
-            raise ConfigError.out_of_range(
-                "SourceAccessConfigurations entry",
-                entry,
-                f'{{"Type", "URI"}} with Type one of {", ".join(sorted(_ACCESS_TYPES))}',
-            )
-        if kind.startswith("VPC_"):
-            continue  # where AWS's pollers run: nothing to do on a worker of one's own
-        by_type[kind] = uri
-    return by_type
 
 
 class MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]

@@ -27,6 +27,7 @@ SCENARIOS = {
         "streamfn.bench.sqs",
         "drain an SQS queue with streamfn and with a raw aiobotocore loop, per poller count",
     ),
+    "rabbitmq": ("streamfn.bench.rabbitmq", "drain a RabbitMQ queue: streamfn vs raw aio-pika"),
     "kinesis": (
         "streamfn.bench.kinesis",
         "drain a Kinesis stream with streamfn and with a raw GetRecords loop, same call rate",

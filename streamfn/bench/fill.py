@@ -1,5 +1,5 @@
 """``streamfn bench fill``: write N stamped records (or an offered rate for a duration) into a
-Kafka topic, an SQS queue or a Kinesis stream you point it at.
+Kafka topic, an SQS queue, a Kinesis stream or a RabbitMQ queue you point it at.
 
 Every record is JSON of the given size carrying its produce time and a sequence number
 (:func:`streamfn.bench.kit.stamp`), so a worker, ``bench kafka-load`` or a peer can measure
@@ -29,7 +29,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from streamfn.bench import kit
 from streamfn.runtime import run_loop
 
-TARGETS = ("kafka", "sqs", "kinesis")
+TARGETS = ("kafka", "sqs", "kinesis", "rabbitmq")
 BATCH_BYTES = 256 * 1024  # a Kafka request: few, large ones for a backlog
 MOTO_CREDENTIALS = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
 
@@ -292,6 +292,11 @@ async def fill(args: argparse.Namespace, load: Load, progress: kit.Progress) -> 
     if args.target == "kafka":
         await create_topic(args.bootstrap_servers, args.name, args.partitions)
         return await fill_kafka(args.bootstrap_servers, args.name, load, progress)
+    if args.target == "rabbitmq":  # aio-pika comes with the bench extra, not with kafka's
+        from streamfn.bench.rabbitmq import fill_rabbitmq
+
+        seconds = await fill_rabbitmq(args.amqp_url, args.name, load, progress)
+        return Filled("rabbitmq", load.records, seconds)
     async with aws_client(args.target, args.endpoint_url, args.region) as client:
         if args.target == "sqs":
             url = await _sqs_url(client, args.name)
@@ -314,6 +319,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "would take the records along)",
     )
     parser.add_argument("--endpoint-url", help="SQS / Kinesis endpoint (default: AWS's)")
+    parser.add_argument(
+        "--amqp-url",
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        help="RabbitMQ: the broker, with user, password and virtual host; the queue is "
+        "declared durable when missing (default amqp://guest:guest@127.0.0.1:5672/)",
+    )
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--records", type=int, default=100_000, help="records to write")
     parser.add_argument(

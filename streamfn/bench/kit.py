@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -862,4 +862,46 @@ class DrainClock:
             **extra,
             "cpu_s": round(self._stop[1] - self._start[1], 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+def grown_drains(max_messages: int) -> str:
+    """What a queue scenario does about a short run, for ``rounds.add_arguments``'
+    ``extends``: a warm-up drain times ``--messages`` and every run then drains proportionally
+    more, up to ``max_messages``."""
+    return (
+        f"every run drains more messages (up to {max_messages:,}), after a warm-up drain has "
+        "timed it"
+    )
+
+
+@dataclass
+class MessageDrain:
+    """One side's drain of ``total`` messages in a queue scenario (``rabbitmq``, ``sqs``),
+    timed from its first message (:meth:`start`, called on every message: the first one
+    counts) to its last acknowledgement (:meth:`finish`), so connecting and declaring stay out
+    of the rate. CPU seconds are this process's; the broker's are not counted. A scenario
+    subclasses it for its own counters."""
+
+    total: int
+    started: float = field(default=0.0, init=False)
+    finished: float = field(default=0.0, init=False)
+    cpu: float = field(default=0.0, init=False)  # CPU seconds at the start, then spent
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = time.perf_counter()
+            self.cpu = time.process_time()
+
+    def finish(self) -> None:
+        self.finished = time.perf_counter()
+        self.cpu = time.process_time() - self.cpu
+
+    def result(self) -> dict[str, Any]:
+        seconds = self.finished - self.started
+        return {
+            "messages": self.total,
+            "seconds": round(seconds, 3),
+            "messages_per_s": round(self.total / seconds, 1),
+            "cpu_s": round(self.cpu, 3),
         }

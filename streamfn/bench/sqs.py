@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ import orjson
 from aiobotocore.session import AioSession
 
 from streamfn.app import App
-from streamfn.bench import rounds
+from streamfn.bench import kit, rounds
 from streamfn.connectors.sqs import SQSSource
 from streamfn.context import Context
 from streamfn.record import Batch
@@ -71,46 +70,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1],
         help="concurrent pollers (raw: receive loops); one row each (default 1)",
     )
-    rounds.add_arguments(
-        parser,
-        extends=f"every run drains more messages (up to {MAX_MESSAGES:,}), after a warm-up "
-        "drain has timed it",
-    )
+    rounds.add_arguments(parser, extends=kit.grown_drains(MAX_MESSAGES))
 
 
 @dataclass
-class _Run:
-    """One side's drain: what was sent and deleted, and when it started and ended."""
+class _Run(kit.MessageDrain):
+    """One side's drain, with the most messages the queue may hold (``depth``) and how many
+    were sent and deleted so far."""
 
-    total: int
     depth: int
     sent: int = 0
     deleted: int = 0
-    started: float = 0.0
-    finished: float = 0.0
-    cpu: float = 0.0  # process CPU seconds at the start, then spent from start to finish
-
-    def start(self) -> None:
-        if not self.started:
-            self.started = time.perf_counter()
-            self.cpu = time.process_time()
-
-    def finish(self) -> None:
-        self.finished = time.perf_counter()
-        self.cpu = time.process_time() - self.cpu
-
-    @property
-    def rate(self) -> float:
-        return self.total / (self.finished - self.started)
-
-    def result(self) -> dict[str, Any]:
-        seconds = self.finished - self.started
-        return {
-            "messages": self.total,
-            "seconds": round(seconds, 3),
-            "messages_per_s": round(self.rate, 1),
-            "cpu_s": round(self.cpu, 3),
-        }
 
 
 async def _fill(client: Any, url: str, run: _Run, body: str, until: int) -> None:

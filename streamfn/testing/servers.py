@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from typing import IO
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, Self
 
 #: What ``python -c`` runs to start moto's server; a caller may put a patch before it.
 MOTO_MAIN = "import sys\nfrom moto.server import main\nmain(sys.argv[1:])\n"
@@ -64,12 +65,72 @@ def moto_server(*, preamble: str = "", start_timeout: float = 30.0) -> Iterator[
         wait_for_port(port, process, start_timeout)
         yield f"http://127.0.0.1:{port}"
     finally:
+        stop_process(process, 10)
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    """End ``process`` if it still runs: SIGTERM, then SIGKILL after ``grace`` seconds, so that
+    a server stuck in its shutdown cannot hang a test session."""
+    if process.poll() is None:
         process.terminate()
         try:
-            process.wait(10)
+            process.wait(grace)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class LocalServer(ABC):
+    """A server run as a child process for tests (:class:`TansuBroker`,
+    :class:`~streamfn.testing.activemq.ActiveMQBroker`): its standard error goes to a
+    temporary file, so that a failed start can say why (:meth:`stderr_tail`); :meth:`stop` ends
+    the process; ``with`` starts and stops it."""
+
+    #: Seconds :meth:`stop` gives the server to exit before killing it.
+    stop_grace = 5.0
+    #: Characters :meth:`stderr_tail` returns unless told: enough for the error of a failed start.
+    tail_limit = 2000
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the server; return once it accepts connections."""
+
+    def _launch(self, args: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+        """Run the server (``options`` go to Popen), its output discarded, its standard error
+        kept."""
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(); stop() closes it
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=self._stderr, **options
+        )
+        return self._process
+
+    def stderr_tail(self, limit: int | None = None) -> str:
+        """The last ``limit`` (:attr:`tail_limit`) characters the server wrote to standard
+        error."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace")
+        return text[-(self.tail_limit if limit is None else limit) :]
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process(process, self.stop_grace)
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def tansu_binary() -> str:
@@ -80,7 +141,7 @@ def tansu_binary() -> str:
     return str(path)
 
 
-class TansuBroker:
+class TansuBroker(LocalServer):
     """A tansu broker on a loopback port, for benchmarks and tests; :meth:`stop` and
     :meth:`start` again restart it on the same port and storage.
 
@@ -107,8 +168,7 @@ class TansuBroker:
         self.start_timeout = start_timeout
         self.authentication = authentication
         self.advertised_address = advertised_address
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        super().__init__()
 
     @property
     def address(self) -> str:
@@ -118,8 +178,7 @@ class TansuBroker:
         """Start the broker and return once it accepts connections."""
         url = f"tcp://{self.address}"
         advertised = f"tcp://{self.advertised_address or self.address}"
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - outlives start(); stop() closes it
-        self._process = subprocess.Popen(
+        process = self._launch(
             [
                 tansu_binary(),
                 "broker",
@@ -131,13 +190,11 @@ class TansuBroker:
                 self.storage,
                 *(["--authentication"] if self.authentication else []),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
             env=self.env,
         )
         deadline = time.monotonic() + self.start_timeout
         while not self._accepts():
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(f"tansu exited at start-up: {self.stderr_tail()}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -150,25 +207,6 @@ class TansuBroker:
         except OSError:
             return False
         return True
-
-    def stderr_tail(self, limit: int = 2000) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-limit:]
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
 
     def create_user(self, name: str, password: str, mechanism: str = "SCRAM-SHA-512") -> None:
         """Store a SCRAM user (``mechanism`` SCRAM-SHA-256 or SCRAM-SHA-512). tansu takes it
@@ -185,10 +223,3 @@ class TansuBroker:
             timeout=30,
             check=True,
         )
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -614,5 +614,5 @@ def test_consume_checks_source_access_configurations_against_the_source() -> Non
         other.consume(
             source, aws={"SourceAccessConfigurations": [{"Type": "BASIC_AUTH", "URI": SCRAM_ARN}]}
         )
-    with pytest.raises(ConfigError, match="is no Kafka source"):
+    with pytest.raises(ConfigError, match="takes no access configurations"):
         other.consume(MemorySource(), aws={"SourceAccessConfigurations": scram})
