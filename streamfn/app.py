@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from collections.abc import Mapping as MappingType
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -42,6 +41,9 @@ from .context import ClientContext
 from .destinations import Destination, FunctionDestination, check_destination
 from .dispatch import Concurrency, Function, InvocationResult
 from .errors import ConfigError, FunctionNotFound, InvocationError
+from .execution import Command, HandlerThreads
+from .execution.modes import choose
+from .execution.pool import PoolStats
 from .health import DEFAULT_STUCK_AFTER, Health
 from .invoke_async import AsyncInvoker
 from .mapping import Mapping
@@ -50,6 +52,13 @@ from .source import QueueSource, Source
 from .versions import LATEST, Alias, Versions
 
 H = TypeVar("H", bound=Callable[..., Any])
+#: streamfn_execution_replacements_total's reasons, and the PoolStats count of each.
+_REPLACEMENT_REASONS = (
+    ("timeout", "timeouts"),
+    ("crash", "crashes"),
+    ("out_of_memory", "out_of_memory"),
+    ("init_error", "init_errors"),
+)
 
 
 def _check_handler(handler: object, name: str, where: str) -> None:
@@ -141,7 +150,7 @@ class App:
         self.rng = random.Random(routing_seed)
         self.ready = False
         self._invoker: AsyncInvoker | None = None
-        self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="streamfn-handler")
+        self._executor = HandlerThreads(max_threads)
         self._concurrency: dict[str, tuple[Concurrency, bool]] = {}  # name -> (pool, explicit)
         self._queue: EventQueue | None = None
         self._add_gauges()
@@ -215,8 +224,17 @@ class App:
         if on_failure is None:  # an explicit on_failure= wins over DestinationConfig
             on_failure = esm.on_failure
 
+        lambda_events = config.event_format == "lambda"
+
         def register(handler: H) -> H:
-            registered = self._add_function(handler, name, function, "@app.consume")
+            if isinstance(handler, Command) and not lambda_events:
+                raise ConfigError(
+                    f"@app.consume: {handler!r} speaks the Runtime API, which carries JSON: "
+                    "give the mapping event_format='lambda'"
+                )
+            registered = self._add_function(
+                handler, name, function, "@app.consume", lambda_events=lambda_events
+            )
             esm.check_function(registered.config)
             self.mappings.append(Mapping(registered, source, config, on_failure))
             return handler
@@ -229,8 +247,15 @@ class App:
         name: str | None,
         settings: MappingType[str, Any],
         where: str,
+        *,
+        lambda_events: bool = True,
     ) -> Function:
+        """``lambda_events``: the handler receives Lambda's events (the Invoke API's, or a
+        mapping's with ``event_format="lambda"``), which decides its default execution mode
+        (:mod:`streamfn.execution.modes`)."""
         name = name or getattr(handler, "__name__", None)
+        if isinstance(handler, Command) and name == "command":
+            raise ConfigError(f"{where}: a Command has no name of its own: pass name=...")
         if not name:  # a functools.partial, an object with __call__
             raise ConfigError(f"{where}: {handler!r} has no __name__: pass name=...")
         _check_handler(handler, name, where)
@@ -240,7 +265,8 @@ class App:
             account_id=self.account_id,
             **settings,
         )
-        return self._register(handler, config)
+        execution = choose(handler, config.execution, lambda_events, name)
+        return self._register(handler, dataclasses.replace(config, execution=execution))
 
     def _register(self, handler: Callable[..., Any], config: FunctionConfig) -> Function:
         versions = self.versions.setdefault(config.name, Versions(config.name))
@@ -452,6 +478,52 @@ class App:
             ("function",),
             concurrent,
         )
+
+        def environments() -> list[tuple[tuple[str, ...], float]]:
+            return [
+                ((f.name, f.version), float(f.environments.environments))
+                for f in self._all_versions()
+                if f.environments is not None
+            ]
+
+        self.metrics.add_gauge(
+            "streamfn_execution_environments",
+            "Execution environments alive now (warm, busy, starting or being killed), by "
+            "function version.",
+            ("function", "version"),
+            environments,
+        )
+
+        def pool_stats() -> Iterable[tuple[tuple[str, ...], PoolStats]]:
+            for f in self._all_versions():
+                if f.environments is not None:
+                    yield (f.name, f.version), f.environments.stats
+
+        self.metrics.add_counter(
+            "streamfn_execution_cold_starts_total",
+            "Execution environments started (each a cold start: process start and init), by "
+            "function version.",
+            ("function", "version"),
+            lambda: [(labels, float(stats.cold_starts)) for labels, stats in pool_stats()],
+        )
+        self.metrics.add_counter(
+            "streamfn_execution_replacements_total",
+            "Execution environments destroyed by a failure, by reason: timeout, crash (a "
+            "signal or non-zero exit), out_of_memory, init_error.",
+            ("function", "version", "reason"),
+            lambda: [
+                ((*labels, reason), float(getattr(stats, attribute)))
+                for labels, stats in pool_stats()
+                for reason, attribute in _REPLACEMENT_REASONS
+            ],
+        )
+        self.metrics.add_gauge(
+            "streamfn_handler_threads_outlived",
+            "Worker threads still running a def handler whose invocation timed out (a thread "
+            "cannot be stopped; each keeps its function's concurrency slot).",
+            (),
+            lambda: [((), float(self._executor.written_off))],
+        )
         self.metrics.add_gauge(
             "streamfn_async_queue_depth",
             "Asynchronous invocations queued or running.",
@@ -485,7 +557,9 @@ class App:
             shutdown_timeout=self.async_shutdown_timeout,
         )
         stop = asyncio.Event()
-        async with invoker.running():
+        async with contextlib.AsyncExitStack() as cleanup:
+            cleanup.push_async_callback(self._close_environments)
+            await cleanup.enter_async_context(invoker.running())
             self._invoker = invoker
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -503,6 +577,12 @@ class App:
                             mapping.stop()
             finally:
                 self._invoker = None
+
+    async def _close_environments(self) -> None:
+        """Kill every warm execution environment: nothing of the app outlives its run."""
+        for function in self._all_versions():
+            if function.environments is not None:
+                await function.environments.close()
 
     async def serve(
         self, *servers: Callable[[App, asyncio.Event], Any], stop: asyncio.Event | None = None

@@ -18,10 +18,19 @@ from .errors import ConfigError
 
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 DEFAULT_PAYLOAD_LIMIT = 6 * 1024 * 1024  # bytes; AWS's invoke payload cap (6,291,456)
+#: Execution environments of a function without reserved concurrency: each is a process of
+#: ~30 MB, and a worker's partitions and pollers rarely need more at once; more invocations wait.
+DEFAULT_MAX_ENVIRONMENTS = 8
 
 EventFormat = Literal["native", "lambda"]
 StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 AuthType = Literal["NONE", "AWS_IAM"]
+#: Where a function's invocations run (README, "Execution modes"): ``loop`` (an ``async def``
+#: handler as a task of the worker's event loop), ``thread`` (a ``def`` handler in a worker
+#: thread of the worker process), ``environment`` (a Lambda execution environment: a worker
+#: process of its own, one invocation at a time, killed and replaced on timeout or crash).
+Execution = Literal["loop", "thread", "environment"]
+EXECUTIONS: tuple[Execution, ...] = ("loop", "thread", "environment")
 
 _CORS_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*"})
 # An alias name (CreateAlias's Name): letters, digits, '-' and '_', not all digits.
@@ -127,6 +136,11 @@ class FunctionConfig:
     on_failure: Destination | None = None
     dead_letter: bool = True
     url: FunctionUrl | None = None
+    #: None: chosen from the handler when it is registered (:mod:`streamfn.execution.modes`).
+    execution: Execution | None = None
+    #: Execution environments the function may keep at once (``execution="environment"``);
+    #: None: its reserved concurrency, else :data:`DEFAULT_MAX_ENVIRONMENTS`.
+    max_environments: int | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -151,6 +165,23 @@ class FunctionConfig:
                 raise ConfigError.out_of_range(name, value, "a Destination or None")
         if self.url is not None and not isinstance(self.url, FunctionUrl):
             raise ConfigError.out_of_range("url", self.url, "a streamfn.config.FunctionUrl")
+        if self.execution is not None and self.execution not in EXECUTIONS:
+            raise ConfigError.out_of_range(
+                "execution", self.execution, " or ".join(map(repr, EXECUTIONS))
+            )
+        if self.max_environments is not None:
+            _check_int("max_environments", self.max_environments, 1, 1024)
+
+    @property
+    def environments(self) -> int:
+        """How many execution environments the function may run at once: as many as its
+        reserved concurrency allows (at least one, so 0 still throttles rather than hangs),
+        else the documented default."""
+        if self.max_environments is not None:
+            return self.max_environments
+        if self.reserved_concurrency is not None:
+            return max(1, min(self.reserved_concurrency, 1024))
+        return DEFAULT_MAX_ENVIRONMENTS
 
     @property
     def arn(self) -> str:

@@ -1,14 +1,17 @@
 """Calling a handler: the Lambda context, the timeout that cancels it, reserved concurrency, the
-error object Lambda's Python runtime reports when it raises, and the log tail of one invocation."""
+error object Lambda's Python runtime reports when it raises, and the log tail of one invocation.
+Where the handler runs (the loop, a worker thread, an execution environment) is the function's
+execution mode (:mod:`streamfn.execution`); every invocation path comes through here."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import concurrent.futures.thread
+import contextlib
 import contextvars
 import functools
-import inspect
 import io
 import logging
 import os
@@ -28,7 +31,13 @@ from . import tracing
 from .config import FunctionConfig
 from .context import ClientContext, Context, FunctionInfo
 from .destinations import iso_timestamp
-from .errors import TooManyRequests
+from .errors import ConfigError, TooManyRequests
+from .execution.modes import address, is_async
+from .execution.pool import EnvironmentPool
+from .execution.process import Environment, Reply
+from .execution.python_env import PythonEnvironment
+from .execution.runtime_api import Command, RuntimeApiEnvironment
+from .execution.threads import HandlerThreads
 from .metrics import AppMetrics
 from .record import BatchResult
 
@@ -37,6 +46,8 @@ Handler = Callable[[Any, Context], Any]
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: Where the worker thread that runs a plain ``def`` handler starts: its first frame.
 _WORKER_THREAD = concurrent.futures.thread.__file__
+#: The threads of ``def`` handlers of a Function built without an executor (tests, embedding).
+_THREADS = HandlerThreads()
 
 #: The request id of the invocation running in this task, for log lines.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -45,6 +56,10 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 #: Log lines of the running invocation, collected only when its caller asked for the tail.
 _tail_lines: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "streamfn_tail_lines", default=None
+)
+#: What an execution environment adds to the REPORT line of the invocation collecting a tail.
+_tail_report: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "streamfn_tail_report", default=None
 )
 TAIL_BYTES = 4096  # X-Amz-Log-Result carries the last 4 KB of the invocation's log
 #: Names this process in log stream names, as a sandbox's id does on Lambda.
@@ -230,6 +245,23 @@ def _error_line(error: dict[str, Any]) -> str:
     return f"[ERROR] {error['errorType']}: {error['errorMessage']}\n{trace}"
 
 
+def _add_to_tail(lines: list[str], reply: Reply, error: dict[str, Any] | None) -> None:
+    """An environment's share of the log tail: its output, and for the REPORT line its peak
+    memory and, on a cold start, its init duration. A runtime that logs its own errors
+    (awslambdaric) has written the error line already."""
+    if reply.log:
+        lines.append(reply.log)
+    extras = _tail_report.get()
+    if extras is None:
+        return
+    if reply.max_memory_mb is not None:
+        extras["memory_mb"] = reply.max_memory_mb
+    if reply.init_duration is not None:
+        extras["init_ms"] = reply.init_duration * 1000
+    if error is not None and f"[ERROR] {error.get('errorType')}:" in (reply.log or ""):
+        extras["error_logged"] = 1.0
+
+
 class Concurrency:
     """A function's reserved concurrency: one pool of slots shared by all its versions, as on
     Lambda. ``None`` is unlimited, 0 throttles everything. Taking a free slot is synchronous (the
@@ -348,13 +380,15 @@ class Function:
         self.name = config.name
         self.version = config.version
         self.timeout = config.timeout
-        # An object whose class has an async __call__ is awaited too: inspect looks through
-        # functions, methods and partials only.
-        self.is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            type(handler).__call__
-        )
-        self._executor = executor
+        self.is_async = is_async(handler)
+        #: Where invocations run; an App has chosen it (:mod:`streamfn.execution.modes`), a
+        #: bare Function falls back to the handler's kind.
+        self.execution = config.execution or ("loop" if self.is_async else "thread")
+        self._executor = executor or _THREADS
+        #: Threads of timed-out invocations still running, by request id: see :meth:`invoke`.
+        self._lingering: dict[str, concurrent.futures.Future[Any]] = {}
         self._hinted = False
+        self._warned_lingering = False
         self.concurrency = concurrency or Concurrency(config.reserved_concurrency)
         metrics = metrics or AppMetrics()
         self._errors = metrics.errors.labels(config.name, config.version)
@@ -370,6 +404,30 @@ class Function:
             config.timeout,
         )
         self._watchdog = _Watchdog(config.timeout)
+        self.environments: EnvironmentPool | None = None
+        if self.execution == "environment":
+            self.environments = EnvironmentPool(
+                f"{config.name}:{config.version}",
+                self._environment_factory(),
+                config.environments,
+                config.timeout,
+            )
+
+    def _environment_factory(self) -> Callable[[], Environment]:
+        """How this function's execution environments are made: a :class:`Command` speaks the
+        Runtime API, any other handler runs in streamfn's own Python environment."""
+        handler, config, info = self.handler, self.config, self.info
+        if isinstance(handler, Command):
+            command = handler
+            return lambda: RuntimeApiEnvironment(command, info, config.region, config.memory_size)
+        where = address(handler)
+        if where is None:
+            raise ConfigError(
+                f"function {self.name!r}: execution='environment' needs a handler defined at "
+                "module level of an importable module"
+            )
+        module, qualname = where
+        return lambda: PythonEnvironment(module, qualname, info, config.region, config.memory_size)
 
     @property
     def running(self) -> int:
@@ -407,39 +465,60 @@ class Function:
         if not reserved and concurrency.limit is not None and not concurrency.try_acquire():
             await concurrency.acquire()
         ctx = Context(self.info, request_id or new_request_id(), invoked_arn, client_context)
-        if tail:
-            return await self.run_with_tail(event, ctx)
-        return await self.run(event, ctx)
+        result = await (self.run_with_tail(event, ctx) if tail else self.run(event, ctx))
+        if self._lingering:
+            thread = self._lingering.pop(ctx.aws_request_id, None)
+            if thread is not None and not reserved:
+                await self._outlived(thread)
+        return result
+
+    async def _outlived(self, thread: concurrent.futures.Future[Any]) -> None:
+        """Wait for the thread of a timed-out invocation to return. Every caller but a
+        synchronous client's (which takes its slot itself: ``reserved``) waits, so a mapping
+        retries a timed-out batch only once its first copy has stopped: a thread cannot be
+        stopped, and two copies of one batch must never run at once."""
+        if not thread.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(thread)
 
     async def run_with_tail(self, event: Any, ctx: Context) -> InvocationResult:
         """:meth:`run`, with the invocation's log lines collected into ``result.log``."""
         _capture_tail()
         request_id = ctx.aws_request_id
         lines = [f"START RequestId: {request_id} Version: {self.version}\n"]
+        extras: dict[str, float] = {}
         token = _tail_lines.set(lines)
+        report_token = _tail_report.set(extras)
         start = time.perf_counter()
         try:
             result = await self.run(event, ctx)
         finally:
             _tail_lines.reset(token)
+            _tail_report.reset(report_token)
         elapsed = time.perf_counter() - start
-        if result.error is not None:
+        if result.error is not None and not extras.get("error_logged"):
             lines.append(_error_line(result.error))
-        result.log = "".join(lines) + self._report(request_id, elapsed)
+        result.log = "".join(lines) + self._report(request_id, elapsed, extras)
         return result
 
-    def _report(self, request_id: str, elapsed: float) -> str:
+    def _report(self, request_id: str, elapsed: float, extras: dict[str, float]) -> str:
         """Lambda's END and REPORT lines. Every REPORT field ends with a tab, the last one
-        too, as AWS writes it. AWS adds ``Init Duration`` on an environment's first
-        invocation; streamfn has no such phase (the handler's module was imported when the
-        app loaded), so it never writes one."""
+        too, as AWS writes it. In an execution environment, memory is the environment's peak,
+        and its first invocation adds ``Init Duration``, as on AWS; in the loop or a thread
+        there is no init phase (the module was imported when the app loaded) and memory is
+        the worker's."""
         ms = elapsed * 1000
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        rss_mb = extras.get("memory_mb")
+        if rss_mb is None:
+            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        init = extras.get("init_ms")
         return (
             f"END RequestId: {request_id}\n"
             f"REPORT RequestId: {request_id}\tDuration: {ms:.2f} ms\t"
             f"Billed Duration: {max(1, round(ms + 0.5))} ms\t"
-            f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {rss_mb} MB\t\n"
+            f"Memory Size: {self.config.memory_size} MB\tMax Memory Used: {int(rss_mb)} MB\t"
+            + (f"Init Duration: {init:.2f} ms\t" if init is not None else "")
+            + "\n"
         )
 
     async def run(self, event: Any, ctx: Context) -> InvocationResult:
@@ -480,14 +559,90 @@ class Function:
             extra={"function": self.name},
         )
 
+    def _linger(
+        self,
+        thread: concurrent.futures.Future[Any],
+        request_id: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """The invocation gave up on its thread (timeout, cancellation), which runs on: it keeps
+        the concurrency slot, and counts in ``streamfn_concurrent_executions``, until it
+        returns; the thread pool counts it no more (:class:`HandlerThreads`)."""
+        self._lingering[request_id] = thread
+        if isinstance(self._executor, HandlerThreads):
+            self._executor.write_off(thread)
+        self._warn_lingering()
+
+        def ended(_: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to release
+                loop.call_soon_threadsafe(self._thread_ended, request_id)
+
+        thread.add_done_callback(ended)
+
+    def _thread_ended(self, request_id: str) -> None:
+        self.concurrency.running -= 1
+        if self.concurrency.limit is not None:
+            self.concurrency.release()
+        self._lingering.pop(request_id, None)
+
+    def _warn_lingering(self) -> None:
+        """Say once per function why its slots stay taken after a timeout, and the fix."""
+        if self._warned_lingering:
+            return
+        self._warned_lingering = True
+        log.warning(
+            f"function {self.name}: a def handler ran past its timeout in a worker thread, "
+            "which cannot be stopped: it keeps its concurrency slot until it returns, and a "
+            "mapping retries its batch only then; register the function with "
+            "execution='environment' to have a timed-out invocation killed",
+            extra={"function": self.name},
+        )
+
+    async def _call_environment(self, event: Any, ctx: Context) -> Any:
+        """:meth:`call` for ``execution="environment"``: the pool applies the timeout (after
+        the environment's init phase, as Lambda does) and kills the environment on it; the
+        concurrency slot is held until that environment's process is gone."""
+        assert self.environments is not None
+        request_id = ctx.aws_request_id
+        concurrency = self.concurrency
+        token = (
+            None if current_request_id.get() == request_id else current_request_id.set(request_id)
+        )
+        traced = tracing.invocation(self.info, ctx) if tracing.enabled else None
+        lines = _tail_lines.get()
+        error: dict[str, Any] | None = None
+        concurrency.running += 1
+        started = time.monotonic()
+        try:
+            reply = await self.environments.invoke(event, ctx, lines is not None)
+            error = timeout_object(self.timeout, request_id) if reply.timed_out else reply.error
+            if lines is not None:
+                _add_to_tail(lines, reply, error)
+            if error is not None:
+                self._errors.inc()
+                raise FunctionError(error)
+            return reply.value
+        finally:
+            self._duration.observe(time.monotonic() - started)
+            concurrency.running -= 1
+            if concurrency.limit is not None:
+                concurrency.release()
+            if token is not None:
+                current_request_id.reset(token)
+            if traced is not None:
+                traced.end(error)
+
     async def call(self, event: Any, ctx: Context) -> Any:
         """Call the handler under the function timeout, holding (then releasing) the concurrency
         slot the caller took, and return its value. A handler error or timeout raises
         FunctionError with Lambda's error object; only cancellation propagates as itself. With
         tracing on, the invocation's span is current while the handler runs."""
+        if self.environments is not None:
+            return await self._call_environment(event, ctx)
         request_id = ctx.aws_request_id
         concurrency = self.concurrency
         watchdog = self._watchdog
+        thread: concurrent.futures.Future[Any] | None = None
         # The HTTP adapter has set it already for the whole request; setting it again costs.
         token = (
             None if current_request_id.get() == request_id else current_request_id.set(request_id)
@@ -504,9 +659,9 @@ class Function:
         try:
             if self.is_async:
                 return await self.handler(event, ctx)
-            loop = asyncio.get_running_loop()
             call = functools.partial(contextvars.copy_context().run, self.handler, event, ctx)
-            return await loop.run_in_executor(self._executor, call)
+            thread = self._executor.submit(call)
+            return await asyncio.wrap_future(thread, loop=loop)
         except asyncio.CancelledError:
             if not watchdog.timed_out(ctx):
                 raise
@@ -525,9 +680,12 @@ class Function:
             watchdog.running.pop(ctx, None)
             if watchdog.expired:  # cut, but the handler swallowed the cancellation
                 watchdog.expired.pop(ctx, None)
-            concurrency.running -= 1
-            if concurrency.limit is not None:
-                concurrency.release()
+            if thread is not None and not thread.done():
+                self._linger(thread, request_id, loop)
+            else:
+                concurrency.running -= 1
+                if concurrency.limit is not None:
+                    concurrency.release()
             if token is not None:
                 current_request_id.reset(token)
             if traced is not None:

@@ -601,5 +601,15 @@ class AppMetrics:
     ) -> None:
         self.registry.register(Gauge(name, help_text, labelnames, read))
 
+    def add_counter(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Labels,
+        read: Callable[[], Iterable[tuple[Labels, float]]],
+    ) -> None:
+        """A counter another object keeps, read when scraped."""
+        self.registry.register(ReadCounter(name, help_text, labelnames, read))
+
     def render(self) -> str:
         return self.registry.render()

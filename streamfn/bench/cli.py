@@ -36,6 +36,7 @@ SCENARIOS = {
         "streamfn.bench.http",
         "sync Invoke of a no-op function vs a bare ASGI app, then durable Event invocations",
     ),
+    "environments": ("streamfn.bench.environments", "execution environment vs coroutine overhead"),
     "fill": (
         "streamfn.bench.fill",
         "write N stamped records (or a fixed rate) to a Kafka topic, SQS queue or Kinesis stream",
