@@ -85,6 +85,8 @@ class AwsMapping:
 
     @classmethod
     def parse(cls, aws: Mapping[str, Any], source: Source | QueueSource) -> AwsMapping:
+        if "ScalingConfig" in aws:
+            _check_scaling(aws["ScalingConfig"])
         config = MappingConfig.from_aws(
             {k: v for k, v in aws.items() if k not in AWS_CONSUME_FIELDS}
         )
@@ -116,6 +118,15 @@ class AwsMapping:
                 f"FunctionName={self.function_name!r} does not name the function this mapping "
                 f"feeds, {function.arn}:{function.version}"
             )
+
+
+def _check_scaling(scaling: object) -> None:
+    """``ScalingConfig`` holds ``MaximumConcurrency`` only; MappingConfig.from_aws reads that
+    one key, so anything else (a typo, a field AWS adds later) is refused here, not lost."""
+    if not isinstance(scaling, Mapping) or not set(scaling) <= {"MaximumConcurrency"}:
+        raise ConfigError.out_of_range(
+            "ScalingConfig", scaling, '{"MaximumConcurrency": <2-1000>} or {}'
+        )
 
 
 def _check_source(arn: object, source: Source | QueueSource) -> None:

@@ -1,5 +1,6 @@
-"""``streamfn`` command line: ``run`` a worker, ``bench`` it, inspect and redrive the dead letters
-of its asynchronous invocations with ``dlq``."""
+"""``streamfn`` command line: ``run`` a worker (an app, or a SAM/CloudFormation template),
+``validate`` a template, ``bench`` it, inspect and redrive the dead letters of its asynchronous
+invocations with ``dlq``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .errors import (
     UnknownDeadLetter,
 )
 from .runtime import run_loop
+from .sam import command as template_command
 
 log = logging.getLogger("streamfn.cli")
 
@@ -299,7 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an app's mappings and its Invoke API")
-    run.add_argument("target", help="package.module:app or path/to/file.py:app")
+    run.add_argument(
+        "target",
+        help="package.module:app, path/to/file.py:app, or a SAM/CloudFormation template "
+        "(a path ending in .yaml, .yml or .json)",
+    )
     run.add_argument(
         "--host",
         default=_env("STREAMFN_HOST", "127.0.0.1"),
@@ -384,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight batches may take to finish on SIGTERM/SIGINT "
         "(overrides each mapping's shutdown_timeout)",
     )
+    template_command.add_options(run, run=True)
+    validate = sub.add_parser(
+        "validate",
+        help="list what a SAM/CloudFormation template runs, ignores and cannot run "
+        "(exit 0: all of it runs; 1: it has unsupported parts; 2: it is invalid)",
+    )
+    validate.add_argument("target", metavar="TEMPLATE", help="the template file")
+    template_command.add_options(validate, run=False)
     _add_dlq_parser(sub)
     salvage.add_parser(sub)
     sub.add_parser(
@@ -404,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "validate":
+            return template_command.validate(args)
         if args.command == "queue":
             return salvage.handle(args)
         return _dlq(args)
@@ -497,7 +513,14 @@ def _bench(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    app = load_app(args.target)
+    servers: list[Callable[..., Any]] = []
+    if template_command.is_template(args.target):
+        state_dir = args.state_dir or (None if args.no_http else DEFAULT_STATE_DIR)
+        built = template_command.build(args, state_dir)
+        app, servers = built.app, list(built.servers)
+    else:
+        _refuse_template_options(args)
+        app = load_app(args.target)
     if args.shutdown_timeout is not None:
         app.async_shutdown_timeout = args.shutdown_timeout
         for mapping in app.mappings:
@@ -515,7 +538,6 @@ def _run(args: argparse.Namespace) -> int:
         keys = access_keys.load(args.access_keys_file, where)
         app.access_keys = access_keys.merge(app.access_keys, keys, where)
     limits = _limits(args)
-    servers = []
     if not args.no_http:
         servers.append(
             _http_server(
@@ -558,6 +580,17 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     log.info("stopped", extra={"app": app.name})
     return 0
+
+
+def _refuse_template_options(args: argparse.Namespace) -> None:
+    """Template options given with an app target would be ignored: refuse them by name."""
+    defaults = build_parser().parse_args(["run", args.target])
+    for name in template_command.OPTION_NAMES:
+        if name in ("region", "account_id"):
+            continue  # their defaults come from the environment
+        if getattr(args, name) != getattr(defaults, name):
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option} applies to a template, and {args.target!r} is an app")
 
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:

@@ -215,3 +215,126 @@ def test_sigterm_drains_commits_and_exits_0(tmp_path: Path) -> None:
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0
     assert report.read_text() == "10"
+
+
+# -- SAM/CloudFormation templates ----------------------------------------------------------
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "sam" / "template.yaml"
+
+
+def test_validate_lists_what_a_template_runs_and_exits_0(tmp_path: Path) -> None:
+    result = run_cli("validate", str(EXAMPLE), "--parameter-overrides", "Stage=prod")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert (
+        "AcceptOrder: python3.12 orders.accept from CodeUri src/; timeout 10 s, memory "
+        "256 MB, reserved concurrency 50" in out
+    )
+    assert (
+        "ShipOrderStream: kinesis order-events-prod -> ShipOrder  BatchSize=100 "
+        "MaximumRetryAttempts=2 BisectBatchOnFunctionError=true" in out
+    )
+    assert "StatusNightly: cron(0 2 * * ? *) -> Status:live (input {'report': 'nightly'})" in out
+    assert "function URL /urls/Status/ -> live, auth NONE" in out
+    assert "Unsupported" not in out
+
+
+def test_validate_lists_unsupported_parts_and_exits_1(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def handler(event, context):\n    pass\n")
+    template.write_text(
+        "Transform: AWS::Serverless-2016-10-31\nResources:\n  Api:\n"
+        "    Type: AWS::Serverless::Function\n    Properties:\n      Runtime: python3.12\n"
+        "      CodeUri: src/\n      Handler: app.handler\n      Events:\n        Get:\n"
+        "          Type: Api\n          Properties: {Path: /, Method: get}\n"
+    )
+    result = run_cli("validate", str(template))
+    assert result.returncode == 1, result.stderr
+    assert "ServerlessRestApi: AWS::ApiGateway::RestApi: API Gateway events" in result.stdout
+    refused = run_cli("run", str(template), "--no-http")
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "Resources.ServerlessRestApi: AWS::ApiGateway::RestApi" in refused.stderr
+    assert "pass --skip-unsupported to run the rest" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--parameter-overrides", "Stage=test"],
+            "--parameter-overrides Stage='test': not one of AllowedValues ['dev', 'prod']",
+        ),
+        (["--parameter-overrides", "Stage"], "--parameter-overrides 'Stage': expected Key=Value"),
+        (["--resource-name", "Nope=x"], "--resource-name Nope: no such resource"),
+    ],
+)
+def test_validate_refuses_bad_options_in_one_line(args: list[str], message: str) -> None:
+    result = run_cli("validate", str(EXAMPLE), *args)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_validate_names_a_missing_handler(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "app.py").write_text("def other(event, context):\n    pass\n")
+    template.write_text(
+        "Resources:\n  Fn:\n    Type: AWS::Lambda::Function\n    Properties:\n"
+        "      Runtime: python3.12\n      Code: src\n      Handler: app.handler\n"
+    )
+    result = run_cli("validate", str(template))
+    assert result.returncode == 2
+    assert "Resources.Fn.Properties.Handler:" in result.stderr
+    assert "app.py defines no 'handler'" in result.stderr
+
+
+def test_template_options_with_an_app_target_are_refused() -> None:
+    result = run_cli("run", f"{APPS}/drain.py:app", "--no-http", "--skip-unsupported")
+    assert result.returncode == 2
+    assert "--skip-unsupported applies to a template" in result.stderr
+
+
+def test_run_template_flows_records_through_its_functions_end_to_end(
+    tmp_path: Path, moto_endpoint: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamfn.sam import LoadOptions, plan_template
+    from tests.sam.support import create_resources
+
+    stage = "dev"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    create_resources(plan_template(EXAMPLE, LoadOptions(parameter_overrides={"Stage": stage})))
+    env = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamfn.cli", "run", str(EXAMPLE), "--no-http",
+         "--state-dir", str(tmp_path / "state"),
+         "--parameter-overrides", f"Stage={stage}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        deadline = time.monotonic() + 30
+        lines: list[str] = []
+        while time.monotonic() < deadline and not any('"starting"' in line for line in lines):
+            lines.append(process.stdout.readline())
+        import boto3
+
+        sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+        url = sqs.get_queue_url(QueueName=f"orders-{stage}")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody='{"id": 42}')
+        while time.monotonic() < deadline and not any('"shipped": 42' in line for line in lines):
+            lines.append(process.stdout.readline())
+        assert any('"shipped": 42' in line for line in lines), "".join(lines[-20:])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, "".join(lines[-20:]) + process.stdout.read()
