@@ -11,11 +11,13 @@ validate template.yaml``, or from code::
 The path of a template through the package: ``template_yaml`` reads it, ``parameters``
 checks its parameters, ``expand`` expands SAM with AWS's ``aws-sam-translator``, ``load``
 applies Conditions and sets up ``intrinsics`` over ``resources``; ``planner`` hands each
-resource to its reader (``read_functions``, ``read_mappings``, ``read_schedules``, reading
-with ``props``), which fill the typed records of ``plan``, listing what is ignored and what
-cannot run; ``build`` makes the App (``handlers`` loads the code, ``schedule`` runs the
-timers); ``report`` and ``command`` are the CLI's. Needs the ``sam`` extra
-(aws-sam-translator, PyYAML); nothing here imports an AWS client library.
+resource to its reader (``read_functions``, ``read_mappings`` with ``read_mq``,
+``read_schedules``, reading with ``props``), which fill the typed records of ``plan``, listing
+what is ignored and what cannot run; ``prepare`` creates the template's queues, streams and
+tables (``--create-resources``) and reads the MQ mappings' secrets; ``build`` makes the App
+(``handlers`` loads the code, ``schedule`` runs the timers); ``report`` and ``command`` are the
+CLI's. Needs the ``sam`` extra (aws-sam-translator, PyYAML); nothing here imports an AWS client
+library (``prepare`` reaches AWS through ``streamfn.connectors.aws_resources``, extra ``aws``).
 """
 
 from __future__ import annotations

@@ -67,19 +67,17 @@ def build_app(
     state_dir: str | os.PathLike[str] | None = None,
     clock: Clock | None = None,
     app_options: Mapping[str, Any] | None = None,
+    secrets: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Built:
     """The App of ``plan``. A plan with unsupported parts is refused (one line, the first of
     them, and how many) unless ``skip_unsupported``; then functions with an unsupported
-    runtime or package are left out with everything that targets them."""
+    runtime or package are left out with everything that targets them. ``secrets`` are the
+    secrets the MQ mappings' BASIC_AUTH names (ARN -> JSON), as
+    :func:`streamfn.sam.prepare.read_secrets` reads them."""
     path = plan.template.path
-    if plan.unsupported and not skip_unsupported:
-        more = f" (and {len(plan.unsupported) - 1} more)" if len(plan.unsupported) > 1 else ""
-        raise ConfigError(
-            f"{path}: Resources.{plan.unsupported[0]}{more}: streamfn validate lists them; "
-            "pass --skip-unsupported to run the rest"
-        )
+    check_supported(plan, skip_unsupported=skip_unsupported)
     try:
-        return _build(plan, state_dir, clock, dict(app_options or {}))
+        return _build(plan, state_dir, clock, dict(app_options or {}), secrets or {})
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(
@@ -87,7 +85,25 @@ def build_app(
         ) from exc
 
 
-def _build(plan: Plan, state_dir: Any, clock: Clock | None, app_options: dict[str, Any]) -> Built:
+def check_supported(plan: Plan, *, skip_unsupported: bool) -> None:
+    """Refuse a plan with unsupported parts (one line: the first of them, and how many),
+    unless told to skip them."""
+    if plan.unsupported and not skip_unsupported:
+        count = len(plan.unsupported)
+        more = f" (and {count - 1} more)" if count > 1 else ""
+        raise ConfigError(
+            f"{plan.template.path}: Resources.{plan.unsupported[0]}{more}: streamfn validate "
+            "lists them; pass --skip-unsupported to run the rest"
+        )
+
+
+def _build(
+    plan: Plan,
+    state_dir: Any,
+    clock: Clock | None,
+    app_options: dict[str, Any],
+    secrets: Mapping[str, Mapping[str, Any]],
+) -> Built:
     options = plan.template.options
     skipped_ids = {n.resource for n in plan.unsupported if n.part in ("Runtime", "PackageType")}
     functions = {k: f for k, f in plan.functions.items() if f.logical_id not in skipped_ids}
@@ -127,7 +143,7 @@ def _build(plan: Plan, state_dir: Any, clock: Clock | None, app_options: dict[st
             _alias(app, alias)
     for mapping in plan.mappings:
         if mapping.function in functions:
-            _mapping(app, plan, mapping, state_dir)
+            _mapping(app, mapping, state_dir, secrets)
     schedules = [s for s in plan.schedules if s.function in functions]
     if schedules:
         timers = timers_of(schedules, plan.template.resources.arn)
@@ -225,9 +241,14 @@ def _async_destination(arn: str, account_id: str) -> Destination:
     return SQSDestination(parts[5] if parts[4] == account_id else arn, region_name=parts[3])
 
 
-def _mapping(app: App, plan: Plan, mapping: MappingPlan, state_dir: Any) -> None:
+def _mapping(
+    app: App, mapping: MappingPlan, state_dir: Any, secrets: Mapping[str, Mapping[str, Any]]
+) -> None:
     where = f"Resources.{mapping.logical_id}.Properties"
-    source = _source(mapping, state_dir)
+    try:
+        source = _source(mapping, state_dir, secrets)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     qualifier = mapping.qualifier  # never a weighted alias: the plan refuses those
     function = app.resolve(mapping.function, qualifier)
     try:
@@ -239,8 +260,12 @@ def _mapping(app: App, plan: Plan, mapping: MappingPlan, state_dir: Any) -> None
     app.mappings.append(EventSourceMapping(function, source, config, esm.on_failure))
 
 
-def _source(mapping: MappingPlan, state_dir: Any) -> Source | QueueSource:
+def _source(
+    mapping: MappingPlan, state_dir: Any, secrets: Mapping[str, Mapping[str, Any]]
+) -> Source | QueueSource:
     kind, args = mapping.kind, dict(mapping.source)
+    if kind in ("rabbitmq", "activemq"):
+        return _mq_source(kind, args, secrets)
     if kind == "sqs":
         from streamfn.connectors.sqs import SQSSource
 
@@ -258,4 +283,36 @@ def _source(mapping: MappingPlan, state_dir: Any) -> Source | QueueSource:
         bootstrap_servers=args["bootstrap_servers"],
         group_id=args["group_id"],
         cluster_arn=args["cluster_arn"],
+    )
+
+
+def _mq_source(
+    kind: str, args: dict[str, Any], secrets: Mapping[str, Mapping[str, Any]]
+) -> Source | QueueSource:
+    """An Amazon MQ mapping's source, with the user and password of its BASIC_AUTH secret."""
+    secret = args["secret"]
+    if secret not in secrets:
+        raise ConfigError(
+            f"SourceAccessConfigurations: BASIC_AUTH secret {secret} was not read "
+            "(build_app(plan, secrets=await read_secrets(plan)))"
+        )
+    if kind == "rabbitmq":
+        from streamfn.connectors.rabbitmq import RabbitMQAccess, RabbitMQSource
+
+        access = RabbitMQAccess.from_aws(args["access"], secrets)
+        return RabbitMQSource(
+            args["queue"], args["url"], access=access, event_source_arn=args["broker_arn"]
+        )
+    from streamfn.connectors.activemq import ActiveMQSource
+
+    username, password = (secrets[secret].get(k) for k in ("username", "password"))
+    if not (isinstance(username, str) and username and isinstance(password, str) and password):
+        raise ConfigError(f"secret {secret} (BASIC_AUTH) needs a 'username' and a 'password'")
+    return ActiveMQSource(
+        args["queue"],
+        host=args["host"],
+        port=args["port"],
+        username=username,
+        password=password,
+        broker_arn=args["broker_arn"],
     )

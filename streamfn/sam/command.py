@@ -24,7 +24,7 @@ TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json", ".template")
 #: The attributes of the template options, so an app target can refuse them by name.
 OPTION_NAMES = (
     "parameter_overrides", "region", "account_id", "stack_name", "resource_name",
-    "kafka_bootstrap_servers", "skip_unsupported",
+    "kafka_bootstrap_servers", "mq_broker", "skip_unsupported", "create_resources",
 )  # fmt: skip
 
 
@@ -74,12 +74,27 @@ def add_options(parser: argparse.ArgumentParser, *, run: bool) -> None:
         help="brokers of an MSK cluster (by ARN or logical id), or of every Kafka mapping "
         "without a CLUSTER; repeatable",
     )
+    group.add_argument(
+        "--mq-broker",
+        action="append",
+        default=[],
+        metavar="[BROKER=]URL",
+        help="where an Amazon MQ broker (by ARN or logical id; without BROKER: every MQ "
+        "mapping's) is: amqp:// or amqps:// for RabbitMQ, stomp:// for ActiveMQ; repeatable",
+    )
     if run:
         group.add_argument(
             "--skip-unsupported",
             action="store_true",
             help="run a template's supported parts, leaving out what streamfn validate "
             "lists as unsupported",
+        )
+        group.add_argument(
+            "--create-resources",
+            action="store_true",
+            help="create the template's SQS queues, Kinesis streams and DynamoDB tables "
+            "that are missing where the AWS clients point (AWS_ENDPOINT_URL*), e.g. on an "
+            "emulator; existing ones are left as they are",
         )
 
 
@@ -94,6 +109,7 @@ def options(args: argparse.Namespace) -> LoadOptions:
         stack_name=args.stack_name,
         resource_names=_pairs(args.resource_name, "--resource-name", required=True),
         kafka_bootstrap=_pairs(args.kafka_bootstrap_servers, "--kafka-bootstrap-servers"),
+        mq_brokers=_brokers(args.mq_broker),
     )
 
 
@@ -105,6 +121,21 @@ def _pairs(items: list[str], option: str, *, required: bool = False) -> dict[str
             raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
         pairs[key] = value
     return pairs
+
+
+def _brokers(items: list[str]) -> dict[str, str]:
+    """``--mq-broker [BROKER=]URL`` values: BROKER (an ARN or logical id, "" for every MQ
+    mapping) -> URL, each URL's scheme checked."""
+    from .read_mq import broker_engine
+
+    brokers: dict[str, str] = {}
+    for item in items:
+        key, sep, url = item.partition("=")
+        if not sep or "://" in key:
+            key, url = "", item
+        broker_engine(url)
+        brokers[key] = url
+    return brokers
 
 
 def plan(args: argparse.Namespace) -> Plan:
@@ -133,14 +164,21 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def build(args: argparse.Namespace, state_dir: Any) -> Built:
-    from .build import build_app
+    from .build import build_app, check_supported
+    from .prepare import prepare
 
     found = plan(args)
-    built = build_app(found, skip_unsupported=args.skip_unsupported, state_dir=state_dir)
+    check_supported(found, skip_unsupported=args.skip_unsupported)
+    # Before build_app imports the handlers: their module-level code may use the queues.
+    created, secrets = prepare(found, create=args.create_resources)
+    built = build_app(
+        found, skip_unsupported=args.skip_unsupported, state_dir=state_dir, secrets=secrets
+    )
     log.info(
         "template loaded",
         extra={
             "template": str(found.template.path),
+            "resourcesCreated": created,
             "schedules": [f"{s.logical_id}: {s.expression}" for s in found.schedules],
             "skipped": [str(note) for note in found.unsupported],
             "environmentOverrides": sorted(built.environment_overrides),

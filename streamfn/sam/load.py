@@ -27,7 +27,8 @@ class LoadOptions:
     ``account_id`` and ``region`` are the pseudo parameters and the ARNs' parts (the default
     account is moto's, AWS's documentation's); ``resource_names`` maps logical ids to physical
     names (a deployed stack's queues); ``kafka_bootstrap`` maps an MSK cluster's ARN or
-    logical id (or ``""``: any Kafka mapping) to its brokers."""
+    logical id (or ``""``: any Kafka mapping) to its brokers; ``mq_brokers`` maps an Amazon
+    MQ broker's ARN or logical id (or ``""``: any MQ mapping) to its URL."""
 
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
@@ -35,6 +36,7 @@ class LoadOptions:
     stack_name: str = "streamfn"
     resource_names: Mapping[str, str] = field(default_factory=dict)
     kafka_bootstrap: Mapping[str, str] = field(default_factory=dict)
+    mq_brokers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

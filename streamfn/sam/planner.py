@@ -28,6 +28,10 @@ _IGNORED_TYPES = {
     "AWS::SNS::Topic": "used by handlers through the AWS SDK, not run by streamfn",
     "AWS::SSM::Parameter": "used by handlers through the AWS SDK, not run by streamfn",
     "AWS::SecretsManager::Secret": "used by handlers through the AWS SDK, not run by streamfn",
+    "AWS::AmazonMQ::Broker": "the broker runs elsewhere: an MQ mapping on it reaches it at "
+    "the address --mq-broker gives",
+    "AWS::AmazonMQ::Configuration": "broker configuration: applied by the broker",
+    "AWS::AmazonMQ::ConfigurationAssociation": "broker configuration: applied by the broker",
 }
 #: Resource types a template's functions read or write: reached at the endpoint the run is
 #: pointed at.

@@ -1,15 +1,15 @@
 """The reader of ``AWS::Lambda::EventSourceMapping``: its settings for
 :mod:`streamfn.aws_mapping`, and the source it reads: SQS, Kinesis, DynamoDB Streams, MSK or
-self-managed Kafka (Amazon MQ and DocumentDB are listed as unsupported)."""
+self-managed Kafka, or Amazon MQ (:mod:`.read_mq`); DocumentDB is listed as unsupported."""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from .intrinsics import located
 from .plan import MappingPlan, Plan
 from .props import Props, boolean, integer
+from .read_mq import mq_source
 from .resources import LATEST_STREAM
 
 # -- event source mappings ------------------------------------------------------------------
@@ -26,7 +26,7 @@ _ESM_PASSED = (
     "EventSourceArn",
 )  # fmt: skip
 _ESM_UNSUPPORTED = {
-    "Queues": "Amazon MQ queues",
+    "Queues": "only an Amazon MQ mapping (on a broker's ARN) reads Queues",
     "DocumentDBEventSourceConfig": "DocumentDB change streams are not read by streamfn",
     "ProvisionedPollerConfig": "streamfn has no provisioned mode: it polls every partition it owns",
 }
@@ -101,25 +101,9 @@ def _source(
         config = props.mapping("AmazonManagedKafkaEventSourceConfig")
         return "kafka", _kafka(plan, logical_id, props, arn, None, config)
     if service == "mq":
-        plan.refuse(logical_id, "EventSourceArn", _mq_reason(arn))
-        props.get("Queues")
-        return None, {}
+        return mq_source(plan, logical_id, props, arn)
     plan.refuse(logical_id, "EventSourceArn", f"{arn}: streamfn has no {service} source")
     return None, {}
-
-
-def _mq_reason(arn: str) -> str:
-    found = [
-        name
-        for name in ("rabbitmq", "activemq")
-        if importlib.util.find_spec(f"streamfn.connectors.{name}") is not None
-    ]
-    if found:
-        return (
-            f"{arn}: Amazon MQ mappings are not supported yet: streamfn.connectors."
-            f"{'/'.join(found)} exists but templates are not wired to it yet"
-        )
-    return f"{arn}: Amazon MQ mappings are not supported yet: streamfn has no MQ source"
 
 
 def _kafka(

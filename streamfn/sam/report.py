@@ -114,11 +114,23 @@ def _mapping(mapping: MappingPlan) -> str:
     if mapping.kind == "kafka":
         where = f"{','.join(mapping.source['topic'])} at {mapping.source['bootstrap_servers']}"
         where += f" (group {mapping.source['group_id']})"
+    elif mapping.kind in ("rabbitmq", "activemq"):
+        where = _mq_where(mapping.source)
     settings = " ".join(
         f"{k}={_short(v)}" for k, v in mapping.settings.items() if k != "EventSourceArn"
     )
     target = _target(mapping.function, mapping.qualifier)
     return f"  {mapping.logical_id}: {mapping.kind} {where} -> {target}  {settings}".rstrip()
+
+
+def _mq_where(source: dict[str, Any]) -> str:
+    """``queue at URL (virtual host, secret)``: what an MQ mapping reads and as whom."""
+    if "url" in source:
+        hosts = [e["URI"] for e in source["access"] if e["Type"] == "VIRTUAL_HOST"]
+        broker = f"{source['url']} (virtual host {hosts[0] if hosts else '/'}, "
+    else:
+        broker = f"stomp://{source['host']}:{source['port']} ("
+    return f"{source['queue']} at {broker}BASIC_AUTH secret {source['secret']})"
 
 
 def _short(value: Any) -> str:

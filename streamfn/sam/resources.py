@@ -13,6 +13,7 @@ only known once the table exists, so a mapping on it reads the table's latest st
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ _NAME_PROPERTY = {
     "AWS::Events::Rule": "Name",
     "AWS::Scheduler::Schedule": "Name",
     "AWS::MSK::Cluster": "ClusterName",
+    "AWS::AmazonMQ::Broker": "BrokerName",
 }
 
 
@@ -107,6 +109,8 @@ class TemplateResources:
             return f"arn:aws:iam::{a}:role/{name}"
         if kind == "AWS::MSK::Cluster":
             return f"arn:aws:kafka:{r}:{a}:cluster/{name}/{logical_id}"
+        if kind == "AWS::AmazonMQ::Broker":
+            return f"arn:aws:mq:{r}:{a}:broker:{name}:{self._broker_id(logical_id)}"
         if kind == "AWS::Events::Rule":
             return f"arn:aws:events:{r}:{a}:rule/{name}"
         if kind == "AWS::Scheduler::Schedule":
@@ -122,6 +126,8 @@ class TemplateResources:
             return self.queue_url(self.name(logical_id))
         if kind in ("AWS::SNS::Topic", "AWS::MSK::Cluster"):
             return self.arn(logical_id)
+        if kind == "AWS::AmazonMQ::Broker":
+            return self._broker_id(logical_id)
         if kind == "AWS::Lambda::Version":
             function, number = self.version(logical_id)
             return f"{self._function_arn(function)}:{number}"
@@ -194,6 +200,12 @@ class TemplateResources:
         assert self.resolver is not None
         value = self.resolver.value(self.properties(logical_id).get("TargetFunctionArn"), path)
         return self.function_name(value, path).name
+
+    def _broker_id(self, logical_id: str) -> str:
+        """An Amazon MQ broker's id (``b-`` and a UUID, which AWS makes up at creation): one
+        derived from the broker's name, region and account, so every reference agrees."""
+        key = f"{self.region}:{self.account_id}:{self.name(logical_id)}"
+        return f"b-{uuid.uuid5(uuid.NAMESPACE_URL, key)}"
 
     def _function_arn(self, name: str) -> str:
         return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{name}"

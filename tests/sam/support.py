@@ -4,14 +4,14 @@ it, and what its handlers recorded read back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
-
-from streamfn.sam import Built, LoadOptions, build_app, plan_template
+from streamfn.sam import Built, LoadOptions, build_app, plan_template, prepare
 from streamfn.sam.plan import Plan
 
 DEADLINE = 20.0
@@ -36,13 +36,17 @@ def build(
     create: bool = False,
     state_dir: Path | None = None,
     app_options: dict[str, Any] | None = None,
+    secrets: dict[str, dict[str, Any]] | None = None,
     **options: Any,
 ) -> Built:
     plan = plan_template(path, LoadOptions(**options))
     if create:
         create_resources(plan)
     return build_app(
-        plan, state_dir=state_dir or path.parent / ".streamfn", app_options=app_options
+        plan,
+        state_dir=state_dir or path.parent / ".streamfn",
+        app_options=app_options,
+        secrets=secrets,
     )
 
 
@@ -68,36 +72,9 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def create_resources(plan: Plan) -> None:
-    """The template's queues, streams and tables on moto (where AWS_ENDPOINT_URL points),
-    with the properties that shape what the functions see."""
-    template = plan.template
-    resources = template.resources
-    ordered = sorted(plan.resources, key=lambda i: "RedrivePolicy" in resources.properties(i))
-    for logical_id in ordered:
-        kind, name = plan.resources[logical_id], resources.name(logical_id)
-        path = f"Resources.{logical_id}.Properties"
-        props = template.resolver.value(resources.properties(logical_id), path)
-        if kind == "AWS::SQS::Queue":
-            attributes = {
-                k: json.dumps(v)
-                if isinstance(v, dict)
-                else str(v).lower()
-                if isinstance(v, bool)
-                else str(v)
-                for k, v in props.items()
-                if k not in ("QueueName", "Tags")
-            }
-            boto3.client("sqs").create_queue(QueueName=name, Attributes=attributes)
-        elif kind == "AWS::Kinesis::Stream":
-            kinesis = boto3.client("kinesis")
-            kinesis.create_stream(StreamName=name, ShardCount=int(props.get("ShardCount", 1)))
-            kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1})
-        else:
-            fields = {k: v for k, v in props.items() if k != "TableName"}
-            if "StreamSpecification" in fields:
-                fields["StreamSpecification"] = {
-                    "StreamEnabled": True,
-                    **fields["StreamSpecification"],
-                }
-            boto3.client("dynamodb").create_table(TableName=name, **fields)
+def create_resources(plan: Plan) -> list[str]:
+    """The template's queues, streams and tables on moto (where AWS_ENDPOINT_URL points), as
+    ``streamfn run --create-resources`` creates them; on a thread with a loop of its own, so
+    synchronous tests and async ones (inside a running loop) both can call it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, prepare.create_resources(plan)).result()

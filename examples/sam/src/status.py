@@ -4,7 +4,7 @@ import os
 
 
 def handler(event, context):
-    if "report" in event:
+    if isinstance(event, dict) and "report" in event:
         print("nightly report for", os.environ["STAGE"])
         return None
     return {"stage": os.environ["STAGE"], "version": context.function_version}
