@@ -153,6 +153,8 @@ class _Target(NamedTuple):
     qualifier: str | None
     arn: str
     function: Function | None
+    #: ``X-Amz-Executed-Version`` of ``function``, when there is one.
+    executed: tuple[bytes, bytes] | None = None
 
 
 class InvokeAPI:
@@ -190,6 +192,7 @@ class InvokeAPI:
         token = current_request_id.set(rid)  # on every log line of this request
         # The caller's trace context is the parent of what the request runs, now or queued.
         parent = tracing.accept(scope["headers"]) if tracing.enabled else None
+        complete = False  # whether response's headers already name the request and length
         try:
             routed: Response | _Target | None = None
             if scope["method"] == "POST":
@@ -238,16 +241,18 @@ class InvokeAPI:
                     event = orjson.loads(body) if body and kind != b"DryRun" else None
                 except orjson.JSONDecodeError as exc:
                     raise _not_json(body, exc) from None
-                name, qualifier, arn, function = routed
+                name, qualifier, arn, function, executed = routed
                 if kind == b"DryRun":
                     response = _NO_CONTENT
                 elif kind == b"Event":
                     await self.app.invoker.submit(name, qualifier, body, rid)
                     response = _ACCEPTED
                 else:
-                    if function is None:
+                    if function is None or executed is None:  # both or neither
                         function = self.app.resolve(name, qualifier)
-                    if not function.try_reserve():
+                        executed = _executed_version(function.version)
+                    # try_reserve's own first test, without the call when there is no limit
+                    if function.concurrency.limit is not None and not function.try_reserve():
                         raise function.throttled()
                     ctx = Context(function.info, rid, arn, client_context)
                     if tail:
@@ -258,7 +263,29 @@ class InvokeAPI:
                         except FunctionError as failure:
                             response = _failure_response(failure.error, function.version)
                         else:
-                            response = _value_response(value, function.version, rid)
+                            try:
+                                # Lambda's runtime uses json.dumps: int (and other) keys too.
+                                body = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+                            except TypeError as exc:
+                                error = marshal_error(exc, rid)
+                                response = _failure_response(error, function.version)
+                            else:
+                                if len(body) > RESPONSE_LIMIT:
+                                    response = _failure_response(
+                                        _RESPONSE_TOO_LARGE, function.version
+                                    )
+                                else:  # the usual answer, its headers complete at once
+                                    response = (
+                                        200,
+                                        [
+                                            JSON,
+                                            executed,
+                                            (b"x-amzn-requestid", rid.encode()),
+                                            (b"content-length", b"%d" % len(body)),
+                                        ],
+                                        body,
+                                    )
+                                    complete = True
         except InvocationError as exc:
             if exc.status == 403:
                 self._refusals.failed(exc, "answered 403", error_type=exc.error_type)
@@ -273,7 +300,9 @@ class InvokeAPI:
             if parent is not None:
                 tracing.detach(parent)
         status, headers_out, body = response
-        if status in (204, 304):  # these must not carry a Content-Length
+        if complete:
+            pass
+        elif status in (204, 304):  # these must not carry a Content-Length
             headers_out = [*headers_out, (b"x-amzn-requestid", rid.encode())]
         else:
             length = b"%d" % len(body)
@@ -407,7 +436,9 @@ class InvokeAPI:
         self.app.check(name, qualifier)
         if qualifier is not None:
             arn = f"{arn}:{qualifier}"
-        return _Target(name, qualifier, arn, self.app.pinned(name, qualifier))
+        function = self.app.pinned(name, qualifier)
+        executed = None if function is None else _executed_version(function.version)
+        return _Target(name, qualifier, arn, function, executed)
 
 
 def asgi_app(
