@@ -22,7 +22,7 @@ from ..destinations import Destination, FunctionDestination
 from ..errors import ConfigError
 from ..mapping import Mapping as EventSourceMapping
 from ..source import QueueSource, Source
-from .handlers import apply_environment, check_modules, environment, load_handler, loader_for
+from .handlers import apply_environment, check_modules, environment, load_handler, unsupported
 from .load import LoadOptions, load_template
 from .plan import AliasPlan, InvokeConfigPlan, MappingPlan, Plan, UrlPlan
 from .planner import build_plan
@@ -35,14 +35,9 @@ def plan_template(path: str | Path, options: LoadOptions | None = None) -> Plan:
     try:
         plan = build_plan(template)
         for function in plan.functions.values():
-            if function.runtime and loader_for(function.runtime) is None:
-                plan.refuse(
-                    function.logical_id,
-                    "Runtime",
-                    f"function {function.name!r} uses runtime {function.runtime!r}; streamfn "
-                    "runs Python functions only (execution environments for other runtimes "
-                    "are not available yet)",
-                )
+            reason = unsupported(function)
+            if reason is not None:
+                plan.refuse(function.logical_id, "Runtime", reason)
     except ConfigError as exc:
         raise ConfigError(f"{template.path}: {exc}") from exc
     return plan
@@ -108,7 +103,8 @@ def _build(
     skipped_ids = {n.resource for n in plan.unsupported if n.part in ("Runtime", "PackageType")}
     functions = {k: f for k, f in plan.functions.items() if f.logical_id not in skipped_ids}
     check_modules(functions)
-    to_set, overridden = environment(functions, os.environ)
+    worker_env = dict(os.environ)
+    to_set, overridden = environment(functions, worker_env)
     app = App(
         options.stack_name,
         region=options.region,
@@ -119,7 +115,7 @@ def _build(
     built = Built(app, environment_overrides=overridden)
     built.skipped = sorted(f.name for f in plan.functions.values() if f.logical_id in skipped_ids)
     apply_environment(to_set)
-    handlers = {name: load_handler(function) for name, function in functions.items()}
+    handlers = {name: load_handler(function, worker_env) for name, function in functions.items()}
     urls = {u.function: u for u in plan.urls}
     configs = _invoke_configs(plan, options.account_id)
     for name, function in functions.items():

@@ -5,11 +5,13 @@ runtime imports them: ``Handler: app.handler`` is function ``handler`` of module
 found relative to the function's ``CodeUri`` (``pkg/app.handler`` and ``pkg.app.handler`` are
 module ``pkg.app``); ``InlineCode``/``ZipFile`` source is module ``index``.
 
-Other runtimes need an execution environment (a process speaking the Lambda Runtime API);
-:data:`RUNTIMES` is the seam: ``register_runtime("nodejs", loader)`` makes functions of
-every ``nodejs*`` runtime load through ``loader(function)``, which returns the callable the
-app registers. Until one is registered, such a function is listed as unsupported with its
-runtime.
+Custom runtimes (``provided``, ``provided.al2``, ``provided.al2023``) run as Lambda runs them:
+the executable ``bootstrap`` at the root of the function's code directory, started as an
+execution environment (:class:`streamfn.execution.Command`) that speaks the Lambda Runtime
+API, in that directory, with ``LAMBDA_TASK_ROOT`` naming it and ``_HANDLER`` set to the
+Handler. That is how any language runs here; other runtimes (``nodejs``, ``java``, ...) would
+need their runtime interface client installed in the worker, so they are listed as
+unsupported, with the custom runtime as the way to run them.
 
 All Python functions share one process, hence two rules, refused with a message rather than
 broken silently:
@@ -23,6 +25,9 @@ broken silently:
   set in the worker's environment keeps the worker's value (as ``sam local --env-vars``
   overrides the template): that is how a run points a function at an emulator's queue.
   ``streamfn validate`` shows which values the environment overrides.
+
+A custom runtime's process gets its own function's variables (the worker's environment still
+overrides them), so they never conflict with another function's.
 """
 
 from __future__ import annotations
@@ -36,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..execution import Command
 from .plan import FunctionPlan
-
-HandlerLoader = Callable[[FunctionPlan], Callable[..., Any]]
 
 
 def _load_python(function: FunctionPlan) -> Callable[..., Any]:
@@ -101,28 +105,71 @@ def _inside(module: types.ModuleType, directory: Path) -> bool:
     return location is not None and Path(location).resolve().is_relative_to(directory)
 
 
-#: Handler loaders by runtime family (the runtime name without its version).
-RUNTIMES: dict[str, HandlerLoader] = {"python": _load_python}
+#: The custom runtimes: a ``bootstrap`` of any language, run over the Runtime API.
+CUSTOM_RUNTIMES = ("provided", "provided.al2", "provided.al2023")
+
+#: How a custom runtime's environment starts: in its code directory, as Lambda starts it in
+#: ``/var/task`` (a bootstrap may open files by relative path); ``exec`` keeps the bootstrap
+#: the environment's process, so its memory cap and kill apply to it.
+_IN_TASK_ROOT = 'cd "$LAMBDA_TASK_ROOT" && exec ./bootstrap'
 
 
-def register_runtime(family: str, loader: HandlerLoader) -> None:
-    """Load functions of every ``family*`` runtime (``nodejs``, ``provided``, ``java`` ...)
-    with ``loader``: the seam for execution environments."""
-    RUNTIMES[family] = loader
+def in_worker(function: FunctionPlan) -> bool:
+    """Whether the function's code runs in the worker's Python (its modules and variables
+    shared with the other Python functions)."""
+    return function.runtime.startswith("python")
 
 
-def loader_for(runtime: str) -> HandlerLoader | None:
-    return next((load for family, load in RUNTIMES.items() if runtime.startswith(family)), None)
+def bootstrap(function: FunctionPlan) -> Path | None:
+    """The ``bootstrap`` a custom runtime function runs; None for other runtimes."""
+    if function.runtime not in CUSTOM_RUNTIMES or function.code_dir is None:
+        return None
+    return function.code_dir / "bootstrap"
 
 
-def load_handler(function: FunctionPlan) -> Callable[..., Any]:
-    loader = loader_for(function.runtime)
-    if loader is None:
-        raise ConfigError(
-            f"Resources.{function.logical_id}.Properties.Runtime: function {function.name!r} "
-            f"uses runtime {function.runtime!r}; streamfn runs Python functions only"
-        )
-    return loader(function)
+def unsupported(function: FunctionPlan) -> str | None:
+    """Why ``function`` cannot run here (naming it and what is missing), None if it can."""
+    name, runtime = function.name, function.runtime
+    if in_worker(function):
+        return None
+    if runtime in CUSTOM_RUNTIMES:
+        path = bootstrap(function)
+        if path is None:
+            return (
+                f"function {name!r} (runtime {runtime}) has inline code; a custom runtime "
+                "runs the executable bootstrap of its CodeUri directory"
+            )
+        if not path.is_file():
+            return (
+                f"function {name!r} (runtime {runtime}) has no {path}: a custom runtime "
+                "runs the executable bootstrap at the root of its code"
+            )
+        if not os.access(path, os.X_OK):
+            return f"function {name!r} (runtime {runtime}): {path} is not executable (chmod +x)"
+        return None
+    return (
+        f"function {name!r} uses runtime {runtime!r}; streamfn runs Python functions, and "
+        "other languages as a custom runtime (Runtime: provided.al2023 with an executable "
+        "bootstrap in CodeUri), which it runs over the Lambda Runtime API"
+    )
+
+
+def load_handler(function: FunctionPlan, worker_env: Mapping[str, str]) -> Callable[..., Any]:
+    """The callable the app registers: a Python handler, or a custom runtime's
+    :class:`Command` with the function's variables that ``worker_env`` (the worker's
+    environment before any function's were set) does not override."""
+    reason = unsupported(function)
+    if reason is not None:
+        raise ConfigError(f"Resources.{function.logical_id}.Properties.Runtime: {reason}")
+    if in_worker(function):
+        return _load_python(function)
+    assert function.code_dir is not None
+    own = {k: v for k, v in function.environment.items() if k not in worker_env}
+    return Command(
+        ["/bin/sh", "-c", _IN_TASK_ROOT],
+        handler=function.handler,
+        env={**own, "LAMBDA_TASK_ROOT": str(function.code_dir)},
+    )
 
 
 def check_modules(functions: Mapping[str, FunctionPlan]) -> None:
@@ -130,7 +177,7 @@ def check_modules(functions: Mapping[str, FunctionPlan]) -> None:
     module of the same name (see the module docstring)."""
     owners: dict[str, tuple[Path, str]] = {}
     for function in functions.values():
-        if function.code_dir is None or not function.runtime.startswith("python"):
+        if function.code_dir is None or not in_worker(function):
             continue
         for entry in function.code_dir.iterdir():
             if entry.name.startswith((".", "_")) or not (entry.suffix == ".py" or entry.is_dir()):
@@ -153,11 +200,17 @@ def _is_module(entry: Path) -> bool:
 def environment(
     functions: Mapping[str, FunctionPlan], current: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """``(to set, overridden)``: the variables to set in the process, and those the worker's
-    environment already sets differently (kept). Conflicting template values are refused."""
+    """``(to set, overridden)``: the variables of the Python functions to set in the process,
+    and those of any function that the worker's environment already sets differently (kept).
+    Conflicting values of two Python functions are refused."""
     wanted: dict[str, tuple[str, str]] = {}
+    overridden: dict[str, str] = {}
     for function in functions.values():
         for key, value in function.environment.items():
+            if key in current and current[key] != value:
+                overridden[key] = current[key]
+            if not in_worker(function):
+                continue
             if key in wanted and wanted[key][0] != value:
                 raise ConfigError(
                     f"Resources.{function.logical_id}.Properties.Environment.Variables.{key}: "
@@ -168,7 +221,6 @@ def environment(
                 )
             wanted[key] = (value, function.name)
     to_set = {k: v for k, (v, _) in wanted.items() if k not in current}
-    overridden = {k: current[k] for k, (v, _) in wanted.items() if k in current and current[k] != v}
     return to_set, overridden
 
 

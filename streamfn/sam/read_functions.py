@@ -22,7 +22,8 @@ _FUNCTION_IGNORED = {
     "LoggingConfig": "logs go to the worker's stdout (--log-format)",
     "KmsKeyArn": "encrypts the environment at rest on AWS; nothing is stored here",
     "CodeSigningConfigArn": "code signing is checked by AWS at deployment",
-    "RuntimeManagementConfig": "the runtime is the worker's Python",
+    "RuntimeManagementConfig": "the runtime is the worker's Python, or the function's "
+    "own bootstrap",
     "SnapStart": "speeds up cold starts on AWS; a worker starts once",
     "EphemeralStorage": "/tmp is the worker's own",
     "RecursiveLoop": "loop detection runs inside AWS",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .handlers import environment, loader_for
+from .handlers import bootstrap, environment, in_worker, unsupported
 from .plan import FunctionPlan, MappingPlan, Plan
 
 
@@ -71,6 +71,12 @@ def _function(plan: Plan, function: FunctionPlan, overridden: dict[str, str]) ->
         f"from {code}; timeout {function.timeout:g} s, memory {function.memory_size} MB"
         + (f", reserved concurrency {reserved}" if reserved is not None else "")
     ]
+    path = bootstrap(function)
+    if path is not None and unsupported(function) is None:
+        lines.append(
+            f"    custom runtime: runs {path} over the Lambda Runtime API, in a process of its "
+            f"own, in {function.code_dir} (LAMBDA_TASK_ROOT)"
+        )
     if function.environment:
         shown = ", ".join(
             f"{k}={overridden[k]!r} (worker environment overrides {v!r})"
@@ -143,7 +149,7 @@ def check_handlers(plan: Plan) -> None:
     """Refuse a Python handler whose module or function is not there, without running the
     module: its source is parsed, not imported (``run`` imports it)."""
     for function in plan.functions.values():
-        if loader_for(function.runtime) is None or not function.runtime.startswith("python"):
+        if not in_worker(function):
             continue
         where = f"Resources.{function.logical_id}.Properties.Handler"
         module, sep, name = function.handler.rpartition(".")
