@@ -18,6 +18,7 @@ import os
 import resource
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,10 +69,16 @@ class Environment(Protocol):
         """SIGKILL the process and wait for it: once this returns, nothing of it runs."""
 
 
-def lambda_environ(info: FunctionInfo, region: str, extra: dict[str, str]) -> dict[str, str]:
-    """The worker's environment plus the variables Lambda sets in every sandbox, so runtime
-    clients and libraries (Powertools reads several) see what they would on Lambda."""
-    env = dict(os.environ)
+def lambda_environ(
+    info: FunctionInfo,
+    region: str,
+    extra: dict[str, str],
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The worker's environment (or ``base``) plus the variables Lambda sets in every sandbox,
+    so runtime clients and libraries (Powertools reads several) see what they would on
+    Lambda."""
+    env = dict(os.environ if base is None else base)
     env.update(
         AWS_LAMBDA_FUNCTION_NAME=info.function_name,
         AWS_LAMBDA_FUNCTION_VERSION=info.function_version,

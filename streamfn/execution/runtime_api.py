@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -38,16 +39,32 @@ _MAX_BODY = 8 * 1024 * 1024  # above Lambda's 6 MB response cap, so the cap can 
 class Command:
     """A handler that is a program speaking the Runtime API. ``handler`` becomes ``_HANDLER``
     (awslambdaric's ``module.function``; a bootstrap reads it as it likes). Calling it in the
-    worker is an error: it only runs as an execution environment."""
+    worker is an error: it only runs as an execution environment.
+
+    ``cwd`` is the directory it starts in (Lambda starts a bootstrap in its code directory,
+    ``LAMBDA_TASK_ROOT``, which ``cwd`` also sets unless ``env`` does). ``base_env`` replaces
+    the worker's ``os.environ`` as the environment ``env`` and Lambda's variables are added
+    to: a worker running several functions keeps one function's variables from another's
+    process, as separate Lambda sandboxes do."""
 
     def __init__(
-        self, argv: Sequence[str], handler: str = "", env: dict[str, str] | None = None
+        self,
+        argv: Sequence[str],
+        handler: str = "",
+        env: dict[str, str] | None = None,
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        base_env: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(argv, str) or not argv:
             raise ValueError("Command needs the program and its arguments as a list")
         self.argv = list(argv)
         self.handler = handler
+        self.cwd = os.fspath(cwd) if cwd is not None else None
+        self.base_env = dict(base_env) if base_env is not None else None
         self.env = dict(env or {})
+        if self.cwd is not None:
+            self.env.setdefault("LAMBDA_TASK_ROOT", self.cwd)
         self.__name__ = self.__qualname__ = "command"
 
     def __call__(self, event: Any, context: Any) -> Any:
@@ -119,7 +136,10 @@ class RuntimeApiEnvironment:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Output(self._output, loop),
             *self.command.argv,
-            env=lambda_environ(self.info, self.region, {**extra, **self.command.env}),
+            env=lambda_environ(
+                self.info, self.region, {**extra, **self.command.env}, self.command.base_env
+            ),
+            cwd=self.command.cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

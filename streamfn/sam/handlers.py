@@ -26,8 +26,9 @@ broken silently:
   overrides the template): that is how a run points a function at an emulator's queue.
   ``streamfn validate`` shows which values the environment overrides.
 
-A custom runtime's process gets its own function's variables (the worker's environment still
-overrides them), so they never conflict with another function's.
+A custom runtime's process starts from the worker's environment as it was before any Python
+function's variables were set, plus its own function's (the worker's environment still
+overrides them), so it sees no other function's variables and never conflicts with them.
 """
 
 from __future__ import annotations
@@ -108,11 +109,6 @@ def _inside(module: types.ModuleType, directory: Path) -> bool:
 #: The custom runtimes: a ``bootstrap`` of any language, run over the Runtime API.
 CUSTOM_RUNTIMES = ("provided", "provided.al2", "provided.al2023")
 
-#: How a custom runtime's environment starts: in its code directory, as Lambda starts it in
-#: ``/var/task`` (a bootstrap may open files by relative path); ``exec`` keeps the bootstrap
-#: the environment's process, so its memory cap and kill apply to it.
-_IN_TASK_ROOT = 'cd "$LAMBDA_TASK_ROOT" && exec ./bootstrap'
-
 
 def in_worker(function: FunctionPlan) -> bool:
     """Whether the function's code runs in the worker's Python (its modules and variables
@@ -166,9 +162,11 @@ def load_handler(function: FunctionPlan, worker_env: Mapping[str, str]) -> Calla
     assert function.code_dir is not None
     own = {k: v for k, v in function.environment.items() if k not in worker_env}
     return Command(
-        ["/bin/sh", "-c", _IN_TASK_ROOT],
+        [str(function.code_dir / "bootstrap")],
         handler=function.handler,
-        env={**own, "LAMBDA_TASK_ROOT": str(function.code_dir)},
+        env=own,
+        cwd=function.code_dir,
+        base_env=worker_env,
     )
 
 

@@ -61,7 +61,15 @@ TEMPLATE = f"""\
           Code: {CODE}
           Role: arn:aws:iam::123456789012:role/plain
           Environment: {{Variables: {{GREETING: hi, RECORDS: !Sub "${{Records}}.plain"}}}}
+      Py:
+        Type: AWS::Serverless::Function
+        Properties:
+          Runtime: python3.11
+          Handler: py.handler
+          CodeUri: py
+          Environment: {{Variables: {{PYTHON_ONLY: set for Py alone}}}}
 """
+PY = {"py/py.py": "def handler(event, context):\n    return event\n"}
 
 
 def test_the_fixture_bootstrap_is_executable_as_git_stores_it() -> None:
@@ -72,7 +80,7 @@ def test_the_fixture_bootstrap_is_executable_as_git_stores_it() -> None:
 async def test_a_custom_runtime_runs_its_bootstrap_invoked_and_fed_by_sqs(
     tmp_path: Path, aws_endpoint: str
 ) -> None:
-    path = write_app(tmp_path, TEMPLATE)
+    path = write_app(tmp_path, TEMPLATE, PY)
     suffix = tmp_path.name[-20:].replace("_", "-")
     out = tmp_path / "records.jsonl"
     built = build(path, create=True, parameter_overrides={"Suffix": suffix, "Records": str(out)})
@@ -100,6 +108,7 @@ async def test_a_custom_runtime_runs_its_bootstrap_invoked_and_fed_by_sqs(
         "task_root": str(CODE),
         "banner": "read from the code directory",
         "greeting": "hello",
+        "python_only": "unset",  # a Python function's variable stays out of other sandboxes
         "function": "Shell",
         "memory": 256,
         "timeout": 4,
@@ -118,7 +127,7 @@ async def test_a_custom_runtime_runs_its_bootstrap_invoked_and_fed_by_sqs(
 
 
 def test_validate_says_a_custom_runtime_runs_over_the_runtime_api(tmp_path: Path) -> None:
-    path = write_app(tmp_path, TEMPLATE)
+    path = write_app(tmp_path, TEMPLATE, PY)
     plan = plan_template(path, LoadOptions(parameter_overrides={"Suffix": "x", "Records": "r"}))
     text = describe(plan)
     assert plan.unsupported == []
