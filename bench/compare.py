@@ -4,6 +4,7 @@ work, each peer in its own process, CPU and peak RSS read from /proc.
     python -m bench.compare                      # every scenario and peer, 3 runs each
     python -m bench.compare --quick              # 1/20 of the records, 1 run: a smoke check
     python -m bench.compare --peers aiokafka streamfn --scenarios drain-100B
+    python -m bench.compare --scenarios poison --peers faststream faststream-nack quix-skip
 
 Runs of one scenario are interleaved over the peers (run 1 of each, then run 2, ...), so
 drifting background load hits them alike; each figure is the median of the runs, with min-max.
@@ -33,7 +34,19 @@ from streamfn.testing.servers import TansuBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PEERS = ("aiokafka", "streamfn", "faststream", "faust", "quix")
+#: A variant is a peer's runner with other settings (see BENCHMARKS.md, "Peer settings"):
+#: name -> (runner, config overrides).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    # FastStream's retrying policy: a failed batch is sought back and delivered again
+    "faststream-nack": ("faststream", {"ack_policy": "nack_on_error", "decoder": "raw"}),
+    # the plain `faststream` peer's ACK, without decoding (separates the two effects)
+    "faststream-raw": ("faststream", {"ack_policy": "ack", "decoder": "raw"}),
+    # Quix's on_processing_error callback suppresses a failing record's error
+    "quix-skip": ("quix", {"on_error": "skip"}),
+    # Faust has no such setting: the agent's own code retries record by record, as raw does
+    "faust-skip": ("faust", {"on_error": "skip"}),
+}
+PEERS = ("aiokafka", "streamfn", "faststream", "faust", "quix", *VARIANTS)
 PARTITIONS = 12
 KEYS = kit.Keys("uniform:1000")
 #: In a live-stream scenario the producer starts this long after the first worker, once every
@@ -88,12 +101,14 @@ def worker_config(
         "latency": bool(scenario.get("rate")),
         "ids_file": ids_file,
     }
-    defaults = dict(PEER_DEFAULTS.get(peer, {}))
+    runner, overrides = VARIANTS.get(peer, (peer, {}))
+    config.update(overrides)
+    defaults = dict(PEER_DEFAULTS.get(runner, {}))
     io_only = defaults.pop("io_only", [])
     for key, value in defaults.items():
         if key not in io_only or scenario.get("sleep_ms"):
             config[key] = value
-    config.update(scenario.get("peer", {}).get(peer, {}))
+    config.update(scenario.get("peer", {}).get(runner, {}))
     return config
 
 
@@ -114,7 +129,8 @@ async def run_once(
             ids[name] = str(Path(tmp) / f"ids-{name}")
             config = worker_config(peer, scenario, servers, topic, group, ids[name])
             config_json = orjson.dumps(config).decode()
-            command = [sys.executable, "-m", f"bench.peers.{peer}_runner", config_json]
+            runner = VARIANTS.get(peer, (peer, {}))[0]
+            command = [sys.executable, "-m", f"bench.peers.{runner}_runner", config_json]
             worker = kit.WorkerProcess(command)
             pin(worker.process.pid, worker_cpus)
             return worker
@@ -147,7 +163,7 @@ async def run_once(
             k: v
             for w in run["workers"].values()
             for k, v in w.items()
-            if k in ("ack_policy", "commits_refused", "mode", "error")
+            if k in ("ack_policy", "commits_refused", "mode", "error", "handler_errors")
         }
         return {"peer": peer, **row, **extras}
 
@@ -170,6 +186,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms",
         "p99_ms",
         "load_avg_1m",
+        "handler_errors",
     ):
         values = [r[key] for r in runs if r.get(key) is not None]
         if values:
@@ -190,7 +207,10 @@ def run_scenario(
     scale: float,
     worker_cpus: set[int] | None,
     failures: dict[str, str],
+    per_run: dict[str, list[dict[str, Any]]] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, kit.Timeline]]:
+    """Every run of one scenario, interleaved over the peers; a row per peer (and, into
+    ``per_run``, each run's own row by peer)."""
     scenario = {**SCENARIOS[name], "name": name}
     scenario["records"] = max(2000, int(scenario["records"] * scale))
     scenario["poison"] = (
@@ -226,6 +246,8 @@ def run_scenario(
             row.pop("_histogram")
             by_peer[peer].append(row)
     rows = [{"scenario": name, **aggregate(r)} for r in by_peer.values() if r]
+    if per_run is not None:
+        per_run.update(by_peer)
     return rows, timelines
 
 
@@ -291,6 +313,7 @@ def write_results(
         "isolate_p50_s",
         "pause_s",
         "p99_ms",
+        "handler_errors",
         "timed_out",
         "runs",
     ]
@@ -344,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             pin(broker._process.pid, set(cpus[:-1]))  # type: ignore[union-attr]
             pin(os.getpid(), set(cpus[:-1]))
         for name in args.scenarios:
+            report.setdefault("per_run", {})[name] = per_run = {}
             rows, timelines[name] = run_scenario(
-                name, args.peers, runs, broker.address, scale, worker_cpus, failures
+                name, args.peers, runs, broker.address, scale, worker_cpus, failures, per_run
             )
             report["rows"].extend(rows)
             print(kit.render_table(rows), file=sys.stderr)

@@ -1,8 +1,16 @@
 """Faust (faust-streaming): one agent on the bench topic. Batches come from
 ``stream.take(batch_size, within=0.2)``; the per-record I/O scenario iterates events one by
 one. Offsets are acked after the agent has processed an event and committed by Faust's
-interval commit (``broker_commit_every`` / ``broker_commit_interval``): its default, and
-its only at-least-once mode without transactions."""
+interval commit (``broker_commit_every`` / ``broker_commit_interval``): its default
+(``processing_guarantee="at_least_once"``), and its only at-least-once mode without
+transactions.
+
+Faust has no setting that retries or dead-letters an event: ``take()`` acks the events of a
+batch in a ``finally`` after the agent's body, even when it raised. ``on_error`` (default
+``drop``) is what the agent's own code does with a failing batch: ``drop`` logs it and goes
+on (what Faust does with an exception, without the agent's restart); ``skip`` retries it
+record by record and counts the failing records as dead-lettered, as the raw aiokafka loop
+does: hand-written, not a Faust feature."""
 
 from __future__ import annotations
 
@@ -43,11 +51,19 @@ def build(runner: Runner) -> faust.App:
 
 async def handle(runner: Runner, values: list[bytes]) -> None:
     """Faust acks an event whose agent raised and does not process it again, so a
-    failing batch is simply counted as not handled."""
+    failing batch is simply counted as not handled (``drop``), or retried record by record
+    with the failing ones dead-lettered (``skip``)."""
     try:
         await runner.handle(values)
     except kit.PoisonRecord:
-        runner.tracker.failed_ids.add(-1)
+        if runner.config.get("on_error", "drop") != "skip":
+            runner.tracker.failed_ids.add(-1)
+            return
+        for value in values:
+            try:
+                await runner.handle([value])
+            except kit.PoisonRecord:
+                runner.tracker.dead_lettered([value])
 
 
 if __name__ == "__main__":
@@ -59,4 +75,5 @@ if __name__ == "__main__":
         worker.execute_from_commandline()
     finally:
         runner.tracker.failed_ids.discard(-1)
-        runner.finish(mode="interval commit (default)")
+        skip = runner.config.get("on_error", "drop") == "skip"
+        runner.finish(mode=f"interval commit (default); {'skip' if skip else 'drop'} on error")
